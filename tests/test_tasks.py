@@ -1,0 +1,89 @@
+"""The Invoke tasks as a user runs them: output, exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_matrix_lists_shipped_rows_only() -> None:
+    out = invoke("matrix")
+    assert out.returncode == 0, out.stderr
+    for cann in ("8.1.RC1", "8.2.RC1", "8.3.RC1", "8.0.0"):
+        assert cann in out.stdout
+    assert "(test)" not in out.stdout and "(test)" in invoke("matrix", "--all").stdout
+
+
+def test_matrix_check_passes_on_the_shipped_file() -> None:
+    out = invoke("matrix", "--check")
+    assert out.returncode == 0 and "matrix.yaml: OK" in out.stdout
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    text = (REPO / "matrix.yaml").read_text()
+    bad = tmp_path / "matrix.yaml"
+    bad.write_text(
+        text.replace("hdk_min: 25.2.0", "hdk_min: 25.2").replace(
+            "megatron: {ref: core_v0.12.1}", "megatron: {ref: core_r0.8.0}"
+        )
+    )
+    return bad
+
+
+def test_check_lists_every_problem(broken: Path) -> None:
+    out = invoke("matrix", "--check", "--matrix", str(broken))
+    assert out.returncode == 1
+    assert "row 8.2.RC1, field hdk_min:" in out.stdout
+    assert "row test, field hdk_min:" in out.stdout  # the test row has the same bad value
+    assert "2 problem(s) in matrix.yaml" in out.stdout  # cross-checks wait until the schema holds
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("task", [["matrix"], ["render", "--cann", "8.1.RC1"]])
+def test_an_invalid_matrix_fails_every_task_with_one_line(broken: Path, task: list[str]) -> None:
+    out = invoke(*task, "--matrix", str(broken))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: matrix.yaml: row ")
+    assert "(and 1 more: run 'invoke matrix --check')" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--cann", "9.9.9"],
+            "error: unknown CANN version (--cann) '9.9.9': choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0",
+        ),
+        (
+            ["--cann", "8.1.RC1", "--torch", "3"],
+            "error: unknown torch for CANN 8.1.RC1 (--torch) '3': choose one of 2.1.0, 2.6.0",
+        ),
+        (["--cann", "8"], "error: ambiguous CANN version (--cann) '8': choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"),
+    ],
+)
+def test_bad_choices_exit_2_with_one_line_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    out = invoke("render", *args, "--out", str(tmp_path / "out"))
+    assert (out.returncode, out.stderr) == (2, message + "\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_writes_plan_and_dockerfiles(tmp_path: Path) -> None:
+    out = invoke("render", "--cann", "8.1.rc1", "--arch", "aarch64", "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert "ascend-llm-stack:8.1.rc1-910b-torch2.1.0-mslm2.1.0-ubuntu22.04-py3.10-aarch64" in out.stdout
+    plan = json.loads((tmp_path / "r/plan.json").read_text())
+    assert [layer["name"] for layer in plan["layers"]] == ["base", "cann", "pta", "mindspeed", "runtime"]
+    for layer in plan["layers"]:
+        for rel in layer["files"]:
+            assert (tmp_path / "r" / rel).is_file()
