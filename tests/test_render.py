@@ -74,7 +74,9 @@ def test_seed_render_has_the_seed_pins_and_installers(m: Matrix) -> None:
 def test_seed_torch_26_variant_takes_the_gitee_wheel(m: Matrix) -> None:
     plan, files = files_for(m, "8.1.RC1", arch="aarch64", torch="2.6.0")
     assert "torch==2.6.0 torch_npu==2.6.0rc1" in files["pta/Dockerfile"]
-    (wheel,) = [i for i in plan.layer("pta").inputs if i.kind == "wheel"]
+    torch, wheel = [i for i in plan.layer("pta").inputs if i.kind == "wheel"]
+    assert (torch.name, torch.url, torch.index) == ("torch==2.6.0", None, None)
+    assert wheel.name == "torch_npu==2.6.0rc1"
     assert wheel.url == (
         "https://gitee.com/ascend/pytorch/releases/download/v7.0.RC1.alpha002-pytorch2.6.0/"
         "torch_npu-2.6.0rc1-cp310-cp310-manylinux_2_28_aarch64.whl"
@@ -240,3 +242,15 @@ def test_write_replaces_the_folder_whole(m: Matrix, tmp_path: Path) -> None:
     assert not (out / "stale").exists()
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(files)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_capture_env_drops_empty_and_repeated_search_path_entries(tmp_path: Path) -> None:
+    """A trailing ':' from set_env.sh would put the working directory on every search path."""
+    script = tmp_path / "set_env.sh"
+    script.write_text("export PYTHONPATH=/a:/b:/a:$PYTHONPATH\nexport LD_LIBRARY_PATH=/l:$LD_LIBRARY_PATH\n")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "images/cann/capture-env.py"), "/l", str(script)],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    env = json.loads(out.stdout)
+    assert (env["PYTHONPATH"], env["LD_LIBRARY_PATH"]) == ("/a:/b", "/l")

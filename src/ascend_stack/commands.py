@@ -9,6 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from . import render as rendering
+from .baseimage import BaseImageError, build_base_image
+from .build import Builder, BuildOptions, LayerResult
+from .driver import Driver, find_buildkit_client
+from .errors import UserError
+from .inputs import InputDirs
+from .inputs import fetch as fetch_inputs
 from .matrix import Matrix, MatrixError, load_matrix
 from .target import resolve
 
@@ -55,7 +61,8 @@ def matrix_table(m: Matrix, show_all: bool = False) -> Table:
 def matrix_markdown(m: Matrix) -> str:
     """The shipped rows as a Markdown table: the README's copy, kept equal by a test."""
     lines = [
-        "| CANN | torch (torch_npu), * = default | Python | MindSpeed-LLM | Megatron-LM | transformers | HDK min | chips |",
+        "| CANN | torch (torch_npu), * = default | Python | MindSpeed-LLM | Megatron-LM | transformers "
+        "| HDK min | chips |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in m.shipped_rows():
@@ -119,3 +126,57 @@ def render(
     out_dir = out or rendering.default_out_dir(target, REPO / "build")
     rendering.write(files, out_dir)
     return out_dir, plan
+
+
+def _driver(dry_run: bool, verbose: bool) -> Driver:
+    """A driver on the local engine; a dry run may go on without one (it then assumes nothing is built)."""
+    import docker
+
+    client = find_buildkit_client()
+    if verbose:
+        print(f"BuildKit client: {client.reason}")
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except Exception as exc:  # the SDK raises several types for "no engine here"
+        if dry_run:
+            print(f"note: no Docker engine answers ({type(exc).__name__}); the dry run assumes nothing is built")
+            return Driver(client, None)
+        raise UserError("no Docker engine answers: start one (scripts/docker-engine.sh), or use --dry-run") from None
+    return Driver(client, engine)
+
+
+def build(
+    target_choices: dict[str, str | None], opts: BuildOptions, matrix_path: Path = DEFAULT_MATRIX, verbose: bool = False
+) -> list[LayerResult]:
+    """``invoke build``: resolve, verify inputs, build what changed, print a summary."""
+    target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
+    opts.selected()  # bad --layers/--until fail before anything else
+    driver = _driver(opts.dry_run, verbose)
+    results = Builder(target, opts, driver).run()
+    built = sum(r.status == "built" for r in results)
+    print(f"{rendering.final_tag(target)}: {built} layer(s) built, {len(driver.builds)} docker build call(s)")
+    for r in results:
+        print(f"  {r.name:<10} {r.status:<12} {r.content_tag}  {r.seconds:6.1f}s")
+    return results
+
+
+def fetch(
+    target_choices: dict[str, str | None],
+    dirs: InputDirs,
+    matrix_path: Path = DEFAULT_MATRIX,
+    update: bool = False,
+    ca_cert: Path | None = None,
+) -> None:
+    """``invoke fetch``: download what the target needs into the caches and record it in the lock."""
+    target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
+    plan, _ = rendering.plan(target)
+    fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert)
+
+
+def base_image(os_name: str, arch: str | None, mirror: str | None, force: bool) -> str:
+    """``invoke base-image``: an OS base image from a Debian mirror, for hosts without a registry."""
+    try:
+        return build_base_image(os_name, arch, mirror, force=force)
+    except BaseImageError as err:
+        raise UserError(str(err)) from None

@@ -99,7 +99,8 @@ _PYTHON_BUILD = {
 class Input:
     """Something a layer needs from outside the repository, placed in its context by the builder.
 
-    kind: ``package`` (packages/<name>, e.g. a CANN .run), ``wheel`` (wheelhouse/<name>),
+    kind: ``package`` (packages/<name>, e.g. a CANN .run), ``wheel`` (a pinned requirement such as
+    ``torch_npu==2.6.0``, taken from the wheelhouse; ``url`` or ``index`` say where to download it),
     ``git`` (sources/<name> checked out at ``ref``) or ``project`` (a wheel built from this repo).
     """
 
@@ -109,6 +110,7 @@ class Input:
     ref: str | None = None
     sha256: str | None = None
     referer: str | None = None
+    index: str | None = None
 
 
 @dataclass
@@ -215,13 +217,18 @@ def _pta(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], lis
     args = [f"torch=={t.torch}", f"torch_npu=={t.torch_npu}"]
     if t.torch_index:
         args.insert(0, f"--extra-index-url {t.torch_index}")
+    npu_url = t.variant.torch_npu_url
     inputs = [
+        # The two big binaries are pinned wheels: fetched, checksummed and locked like CANN's packages.
+        Input("wheel", f"torch=={t.torch}", index=t.torch_index),
+        Input(
+            "wheel",
+            f"torch_npu=={t.torch_npu}",
+            url=npu_url.format(py=t.python.replace(".", ""), arch=t.arch) if npu_url else None,
+        ),
         Input("git", "apex", url=sources.apex, ref=t.row.apex.ref),
         Input("git", "nvidia-apex", url=sources.nvidia_apex, ref=t.row.apex.nvidia_ref),
     ]
-    if t.variant.torch_npu_url:
-        url = t.variant.torch_npu_url.format(py=t.python.replace(".", ""), arch=t.arch)
-        inputs.insert(0, Input("wheel", url.rsplit("/", 1)[-1], url=url))
     labels = _labels({"layer": "pta", "torch": t.torch, "torch-npu": t.torch_npu, "apex": t.row.apex.ref})
     return {"torch_args": " ".join(args), "labels": labels}, inputs
 

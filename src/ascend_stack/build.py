@@ -1,0 +1,365 @@
+"""``invoke build``: render, verify every input, then build only the layers whose content changed.
+
+Each layer gets a content tag, ``ascend-llm-stack/<layer>:content-<hash>``, where the hash covers
+its rendered files, the digests of its inputs (package sha256s, pinned wheels, git commits), its
+parent's image ID and the platform. A layer whose content tag exists is not rebuilt, so a repeated
+``invoke build`` runs no ``docker build`` at all, and changing one input rebuilds only the layers
+from the one that uses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import render
+from .driver import BuildRequest, Driver
+from .errors import UserError
+from .inputs import InputDirs, MissingInputs, ResolvedInputs, link_or_copy, resolve_inputs
+from .lock import Lock
+from .render import BuildPlan, Layer
+from .target import Target
+
+REPO = Path(__file__).resolve().parents[2]
+ENTRYPOINTS = REPO / "entrypoints"
+LAYER_NAMES = [spec.name for spec in render.LAYERS]
+
+
+@dataclass
+class NetworkOptions:
+    """How build steps reach package indexes: all of it reaches them only as BuildKit secrets."""
+
+    ca_cert: Path | None = None
+    http_proxy: str | None = None
+    no_proxy: str | None = None
+    pip_index_url: str | None = None
+    apt_mirror: str | None = None
+    offline: bool = False
+
+    def build_env(self) -> str:
+        """The ``build-env`` secret: shell assignments the RUN steps load, never an ENV or ARG."""
+        env: dict[str, str] = {}
+        if self.http_proxy:
+            for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+                env[name] = self.http_proxy
+            env["no_proxy"] = env["NO_PROXY"] = self.no_proxy or "localhost,127.0.0.1"
+        if self.ca_cert:
+            for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE"):
+                env[name] = "/run/secrets/ca-cert"
+            env["APT_OPTS"] = "-o Acquire::https::CAInfo=/run/secrets/ca-cert"
+            env["DNF_OPTS"] = "--setopt=sslcacert=/run/secrets/ca-cert"
+        if self.pip_index_url:
+            env["PIP_INDEX_URL"] = self.pip_index_url
+        if self.apt_mirror:
+            env["APT_MIRROR"] = self.apt_mirror
+        if self.offline:
+            env["PIP_NO_INDEX"] = "1"
+        return "".join(f"{k}={_sh(v)}\n" for k, v in env.items())
+
+
+def _sh(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+@dataclass
+class BuildOptions:
+    dirs: InputDirs = field(default_factory=InputDirs)
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    layers: list[str] | None = None
+    until: str | None = None
+    out_dir: Path | None = None
+    no_cache: bool = False
+    dry_run: bool = False
+    push: str | None = None
+    docker_network: str | None = "host"
+
+    def selected(self) -> list[str]:
+        """The layers to build, in chain order; their ancestors must already exist."""
+        names = LAYER_NAMES
+        if self.until:
+            if self.until not in names:
+                raise UserError(f"unknown layer '{self.until}' for --until: choose one of {', '.join(names)}")
+            names = names[: names.index(self.until) + 1]
+        if self.layers:
+            unknown = [n for n in self.layers if n not in LAYER_NAMES]
+            if unknown:
+                raise UserError(f"unknown layer '{unknown[0]}' for --layers: choose from {', '.join(LAYER_NAMES)}")
+            names = [n for n in names if n in self.layers]
+        return names
+
+
+@dataclass
+class LayerResult:
+    name: str
+    status: str  # built | up to date | would build | skipped
+    content_tag: str
+    image_id: str | None = None
+    seconds: float = 0.0
+
+
+def content_hash(layer: Layer, files: dict[str, str], digests: list[str], parent: str, platform: str) -> str:
+    """What a layer's image is a function of; equal hashes mean the existing image can be reused."""
+    data = {
+        "schema": 1,
+        "layer": layer.name,
+        "files": {k: v for k, v in sorted(files.items()) if k.startswith(f"{layer.name}/")},
+        "inputs": sorted(digests),
+        "parent": parent,
+        "platform": platform,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def content_tag(layer: Layer, digest: str) -> str:
+    return f"{layer.tag.rsplit(':', 1)[0]}:content-{digest[:16]}"
+
+
+def _entrypoints_files(root: Path = ENTRYPOINTS) -> list[Path]:
+    """What the ascend-llm wheel is made of: its pyproject and package, no caches or build output."""
+    package = [p for p in (root / "ascend_llm").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return sorted([root / "pyproject.toml", *package])
+
+
+def entrypoints_digest(root: Path = ENTRYPOINTS) -> str:
+    """The stage runner's sources: the runtime layer rebuilds when they change."""
+    h = hashlib.sha256()
+    for path in _entrypoints_files(root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return "entrypoints:" + h.hexdigest()
+
+
+def build_entrypoints_wheel(dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ascend-llm-wheel-") as tmp:
+        # A copy, so setuptools' build/ and egg-info never land in the source tree.
+        src = Path(tmp) / "src"
+        for path in _entrypoints_files():
+            dest = src / path.relative_to(ENTRYPOINTS)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        out = subprocess.run(
+            [
+                "python3",
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(dest),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if out.returncode != 0:
+        raise UserError(
+            f"could not build the ascend-llm wheel from entrypoints/: {out.stderr.strip().splitlines()[-1:]}"
+        )
+
+
+def _git_revision() -> str | None:
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+@contextmanager
+def secret_files(network: NetworkOptions) -> Iterator[dict[str, Path]]:
+    """The BuildKit secrets for one build, in a private temp dir that is always removed."""
+    if network.ca_cert and not network.ca_cert.is_file():
+        raise UserError(f"--ca-cert {network.ca_cert}: no such file")
+    tmp = Path(tempfile.mkdtemp(prefix="ascend-secrets-"))
+    try:
+        os.chmod(tmp, 0o700)
+        env = tmp / "build-env"
+        env.write_text(network.build_env())
+        env.chmod(0o600)
+        secrets = {"build-env": env}
+        if network.ca_cert:
+            secrets["ca-cert"] = network.ca_cert.resolve()
+        yield secrets
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Builder:
+    """Builds one target's chain through a :class:`Driver` (``None`` only for a dry run)."""
+
+    def __init__(self, target: Target, opts: BuildOptions, driver: Driver | None, log=print) -> None:
+        self.t = target
+        self.opts = opts
+        self.driver = driver
+        self.log = log
+
+    def prepare(self) -> tuple[BuildPlan, dict[str, str], ResolvedInputs]:
+        """Render, then find and verify every input: a bad or missing one stops us before Docker."""
+        offline = self.opts.network.offline
+        plan, _ = render.plan(self.t)
+        try:
+            resolved = resolve_inputs(
+                plan, self.opts.dirs, download=not offline and not self.opts.dry_run, offline=offline,
+                ca_cert=self.opts.network.ca_cert, progress=not self.opts.dry_run,
+            )  # fmt: skip
+        except MissingInputs as missing:
+            if not self.opts.dry_run:
+                raise
+            self.log(str(missing))
+            resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
+        plan, files = render.plan(self.t, resolved.commits())
+        return plan, files, resolved
+
+    def _base_image(self) -> str:
+        """The OS image ``base`` starts from: its ID when local (so a rebuilt base image counts)."""
+        ref = self.t.base_image
+        found = self.driver.image_id(ref) if self.driver else None
+        if found or self.opts.dry_run:
+            return found or ref
+        if ref.startswith("ascend-llm-stack/os:"):
+            raise UserError(
+                f"base image {ref} is not on this host: "
+                f"run 'invoke base-image --os {self.t.os_name} --arch {self.t.arch}'"
+            )
+        if self.opts.network.offline and self.driver:
+            raise UserError(
+                f"base image {ref} is not on this host and --offline forbids pulling it: docker load it first"
+            )
+        return ref
+
+    def run(self) -> list[LayerResult]:
+        selected = self.opts.selected()
+        last = selected[-1] if not self.opts.layers else LAYER_NAMES[-1]
+        plan, files, resolved = self.prepare()
+        out_dir = self.opts.out_dir or render.default_out_dir(self.t, REPO / "build")
+        render.write(files, out_dir)
+        parent = self._base_image()  # what the next layer's hash covers: an image ID once known
+        parent_ref = self.t.base_image  # what the next layer's FROM names: a tag, never an ID
+        results: list[LayerResult] = []
+        dynamic = {
+            "org.opencontainers.image.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **({"org.opencontainers.image.revision": rev} if (rev := _git_revision()) else {}),
+        }
+        with secret_files(self.opts.network) as secrets:
+            for layer in plan.layers:
+                digests = resolved.digests(layer.name)
+                if layer.name == "runtime":
+                    digests.append(entrypoints_digest())
+                digest = content_hash(layer, files, digests, parent, plan.platform)
+                ctag = content_tag(layer, digest)
+                existing = self.driver.image_id(ctag) if self.driver else None
+                started = time.monotonic()
+                if layer.name not in selected:
+                    if existing is None and layer.name in LAYER_NAMES[: LAYER_NAMES.index(selected[-1])]:
+                        raise UserError(
+                            f"layer {layer.name} ({ctag}) is not built yet and --layers leaves it out: "
+                            f"add it, or use --until {selected[-1]}"
+                        )
+                    status, image_id = "skipped", existing
+                elif existing and not self.opts.no_cache:
+                    status, image_id = "up to date", existing
+                else:
+                    ctx = out_dir / layer.name
+                    req = self._request(plan, layer, ctx, ctag, parent_ref, secrets, {**dynamic, **_hash_label(digest)})
+                    if self.opts.dry_run or self.driver is None:
+                        argv = req.argv(self.driver.client, Path("IIDFILE")) if self.driver else []
+                        self.log(f"would build {layer.name}: DOCKER_BUILDKIT=1 {shlex.join(argv)}")
+                        status, image_id = "would build", None
+                    else:
+                        self._assemble(layer, ctx, resolved)
+                        image_id = self._build(layer, req, ctx)
+                        status = "built"
+                if image_id and self.driver:
+                    for tag in self._human_tags(plan, layer):
+                        self.driver.tag(image_id, tag)
+                results.append(LayerResult(layer.name, status, ctag, image_id, time.monotonic() - started))
+                parent, parent_ref = image_id or ctag, ctag
+                if layer.name == last:
+                    break
+        if self.opts.push and self.driver and results[-1].image_id:
+            self._push(plan, results[-1].image_id)
+        return results
+
+    def _human_tags(self, plan: BuildPlan, layer: Layer) -> list[str]:
+        return [layer.tag, plan.image] if layer.name == "runtime" else [layer.tag]
+
+    def _request(
+        self, plan: BuildPlan, layer: Layer, ctx: Path, ctag: str, parent: str,
+        secrets: dict[str, Path], labels: dict[str, str],
+    ) -> BuildRequest:  # fmt: skip
+        return BuildRequest(
+            context=ctx,
+            tags=[ctag, *self._human_tags(plan, layer)],
+            platform=plan.platform,
+            build_args={"PARENT_IMAGE": parent} if layer.parent else {},
+            labels=labels,
+            secrets=secrets,
+            network=self.opts.docker_network,
+            no_cache=self.opts.no_cache,
+        )
+
+    def _assemble(self, layer: Layer, ctx: Path, resolved: ResolvedInputs) -> None:
+        """Complete a layer's build context: the folders its Dockerfile mounts, then its inputs."""
+        if "wheelhouse" in layer.mounts:
+            wheels = ctx / "wheelhouse"
+            wheels.mkdir(exist_ok=True)
+            for folder in self.opts.dirs.wheelhouses:
+                for f in sorted(folder.glob("*")) if folder.is_dir() else ():
+                    if f.is_file() and f.suffix in (".whl", ".gz", ".zip"):
+                        link_or_copy(f, wheels / f.name)
+        resolved.place(layer.name, ctx)
+        if "entrypoints" in layer.mounts:
+            build_entrypoints_wheel(ctx / "entrypoints")
+
+    def _build(self, layer: Layer, req: BuildRequest, ctx: Path) -> str:
+        assert self.driver is not None
+        if not layer.env_capture:
+            return self.driver.build(req, layer.name)
+        # cann: install, read what set_env.sh exports in that image, then add it as ENV.
+        cap = layer.env_capture
+        install_tag = req.tags[0].replace(":content-", ":install-")
+        final_tags, req.tags = req.tags, [install_tag]
+        self.driver.build(req, f"{layer.name}/install")
+        argv = ["python", "/mnt/ctx/capture-env.py", cap["driver_libs"]]
+        for i, script in enumerate(cap["sources"]):
+            argv += (["--"] if i else []) + list(script)
+        env = json.loads(self.driver.run_capture(install_tag, argv, {ctx: "/mnt/ctx"}, req.platform))
+        env_ctx = ctx / "env"
+        env_ctx.mkdir(exist_ok=True)
+        (env_ctx / "Dockerfile").write_text(
+            render.template_env()
+            .get_template(cap["template"])
+            .render(env=env, env_sources=[" ".join(s) for s in cap["sources"]])
+        )
+        env_req = BuildRequest(
+            context=env_ctx, tags=final_tags, platform=req.platform, build_args={"INSTALL_IMAGE": install_tag},
+            labels=req.labels, network=req.network,
+        )  # fmt: skip
+        image_id = self.driver.build(env_req, f"{layer.name}/env")
+        self.driver.untag(install_tag)
+        return image_id
+
+    def _push(self, plan: BuildPlan, image_id: str) -> None:
+        assert self.driver is not None
+        registry = self.opts.push.rstrip("/")  # type: ignore[union-attr]
+        remote = f"{registry}/{plan.image}"
+        self.driver.tag(image_id, remote)
+        repo, _, tag = remote.rpartition(":")
+        for line in self.driver.docker.images.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in line:
+                raise UserError(f"push of {remote} failed: {line['error']}")
+        self.log(f"pushed {remote}")
+
+
+def _hash_label(digest: str) -> dict[str, str]:
+    return {"io.ascend-llm-stack.content-hash": digest}

@@ -1,0 +1,180 @@
+"""The Docker side of a build: BuildKit through the CLI, everything else through the Docker SDK.
+
+The SDK cannot drive BuildKit (docker/docker-py#2230), and only BuildKit has the secret and bind
+mounts the templates rely on, so ``docker build`` runs as a subprocess whose progress streams to
+the terminal. Queries (does a tag exist, what is its ID) and containers use the SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+class BuildFailed(UserError):
+    """``docker build`` of a layer failed; the BuildKit log above says why."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class BuildKitClient:
+    """A docker CLI that can run BuildKit builds, and why it was picked."""
+
+    path: str
+    kind: str  # "buildx" or "builtin" (a pre-23 client: DOCKER_BUILDKIT=1 docker build)
+    version: str
+    reason: str
+
+    def build_command(self) -> list[str]:
+        return [self.path, "buildx", "build", "--load"] if self.kind == "buildx" else [self.path, "build"]
+
+
+def _client_version(path: str) -> str:
+    out = subprocess.run(
+        [path, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+def find_buildkit_client(candidates: Sequence[str] | None = None) -> BuildKitClient:
+    """Prefer ``docker buildx``; else a docker client older than 23, whose BuildKit is built in.
+
+    Docker 23+ without the buildx plugin refuses ``DOCKER_BUILDKIT=1``; Debian's docker.io (20.10)
+    installs such an older client at /usr/bin/docker.
+    """
+    paths = (
+        list(candidates) if candidates is not None else [p for p in (shutil.which("docker"), "/usr/bin/docker") if p]
+    )
+    tried = []
+    for path in dict.fromkeys(paths):
+        if not os.access(path, os.X_OK):
+            continue
+        buildx = subprocess.run([path, "buildx", "version"], capture_output=True, text=True, timeout=30)
+        version = _client_version(path)
+        if buildx.returncode == 0:
+            return BuildKitClient(path, "buildx", version, f"{path} has the buildx plugin ({buildx.stdout.strip()})")
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < 23:
+            return BuildKitClient(path, "builtin", version, f"{path} is docker {version}: BuildKit built in")
+        tried.append(f"{path} ({version or 'no version'}, no buildx)")
+    raise UserError(
+        "no docker client that can build with BuildKit: "
+        + (", ".join(tried) or "docker not found")
+        + "; install the buildx plugin or run scripts/docker-engine.sh"
+    )
+
+
+@dataclass
+class BuildRequest:
+    """One ``docker build`` of one layer."""
+
+    context: Path
+    tags: list[str]
+    platform: str
+    dockerfile: Path | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, Path] = field(default_factory=dict)
+    network: str | None = "host"
+    no_cache: bool = False
+
+    def argv(self, client: BuildKitClient, iidfile: Path) -> list[str]:
+        argv = [*client.build_command(), "--progress=plain", "--platform", self.platform, "--iidfile", str(iidfile)]
+        if self.network:
+            argv += ["--network", self.network]
+        if self.no_cache:
+            argv.append("--no-cache")
+        if self.dockerfile:
+            argv += ["--file", str(self.dockerfile)]
+        for sid, src in sorted(self.secrets.items()):
+            argv += ["--secret", f"id={sid},src={src}"]
+        for k, v in self.build_args.items():
+            argv += ["--build-arg", f"{k}={v}"]
+        for k, v in self.labels.items():
+            argv += ["--label", f"{k}={v}"]
+        for tag in self.tags:
+            argv += ["--tag", tag]
+        return [*argv, str(self.context)]
+
+
+@dataclass
+class Driver:
+    """Runs builds and answers questions about images. ``builds`` records every build it ran."""
+
+    client: BuildKitClient
+    docker: Any  # docker.DockerClient; None for a dry run without an engine
+    builds: list[BuildRequest] = field(default_factory=list)
+
+    def image_id(self, ref: str) -> str | None:
+        import docker.errors
+
+        if self.docker is None:
+            return None
+        try:
+            return str(self.docker.images.get(ref).id)
+        except docker.errors.ImageNotFound:
+            return None
+
+    def tag(self, image_id: str, ref: str) -> None:
+        repo, _, tag = ref.rpartition(":")
+        self.docker.images.get(image_id).tag(repo, tag)
+
+    def untag(self, ref: str) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            self.docker.images.remove(ref, noprune=True)
+
+    def build(self, req: BuildRequest, log_name: str) -> str:
+        """Run one BuildKit build, streaming its progress to stderr; return the image ID."""
+        self.builds.append(req)
+        with tempfile.TemporaryDirectory(prefix="ascend-build-") as tmp:
+            iidfile = Path(tmp) / "iid"
+            env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+            tail: deque[str] = deque(maxlen=15)
+            proc = subprocess.Popen(
+                req.argv(self.client, iidfile), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stderr.write(f"[{log_name}] {line}")
+                tail.append(line.rstrip())
+            code = proc.wait()
+            if code != 0:
+                last = next((line for line in reversed(tail) if line.strip()), "")
+                raise BuildFailed(f"layer {log_name} failed to build (docker build exit {code}): {last.strip()}")
+            return iidfile.read_text().strip()
+
+    def run_capture(self, image: str, command: list[str], mounts: dict[Path, str], platform: str) -> str:
+        """Run a throw-away container and return its stdout (stderr joins the error on failure)."""
+        import docker.errors
+
+        volumes = {str(src): {"bind": dst, "mode": "ro"} for src, dst in mounts.items()}
+        try:
+            out = self.docker.containers.run(
+                image,
+                command,
+                volumes=volumes,
+                remove=True,
+                stdout=True,
+                stderr=False,
+                platform=platform,
+                entrypoint=[],
+            )
+        except docker.errors.ContainerError as err:
+            raise BuildFailed(
+                f"{' '.join(command[:2])} failed in {image}: {err.stderr.decode(errors='replace').strip()}"
+            ) from None
+        return out.decode()

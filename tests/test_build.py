@@ -1,0 +1,140 @@
+"""The build driver's logic that needs no engine: options, content hashes, secrets, client choice."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from ascend_stack import render
+from ascend_stack.build import BuildOptions, NetworkOptions, content_hash, content_tag, secret_files
+from ascend_stack.driver import BuildRequest, find_buildkit_client
+from ascend_stack.errors import UserError
+from ascend_stack.matrix import load_matrix
+from ascend_stack.target import resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_build_env_carries_network_settings_only_as_secret_lines(tmp_path: Path) -> None:
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    net = NetworkOptions(ca_cert=ca, http_proxy="http://u:p@proxy:3128", pip_index_url="https://u:t@pypi.corp/simple",
+                         apt_mirror="http://mirror.corp/debian", offline=True)  # fmt: skip
+    env = net.build_env()
+    assert "https_proxy='http://u:p@proxy:3128'\n" in env and "HTTP_PROXY='http://u:p@proxy:3128'\n" in env
+    assert "PIP_INDEX_URL='https://u:t@pypi.corp/simple'\n" in env
+    assert "PIP_CERT='/run/secrets/ca-cert'\n" in env and "Acquire::https::CAInfo=/run/secrets/ca-cert" in env
+    assert "APT_MIRROR='http://mirror.corp/debian'\n" in env and "PIP_NO_INDEX='1'\n" in env
+    assert str(ca) not in env  # the file itself is its own secret
+    assert NetworkOptions().build_env() == ""
+
+
+def test_build_env_quotes_for_the_shell() -> None:
+    assert NetworkOptions(pip_index_url="https://x/it's").build_env() == "PIP_INDEX_URL='https://x/it'\\''s'\n"
+
+
+def test_secret_files_are_private_and_removed(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    with secret_files(NetworkOptions(ca_cert=ca, http_proxy="http://p")) as secrets:
+        env = secrets["build-env"]
+        assert stat.S_IMODE(env.stat().st_mode) == 0o600 and stat.S_IMODE(env.parent.stat().st_mode) == 0o700
+        assert secrets["ca-cert"] == ca.resolve()
+    assert not env.exists() and not env.parent.exists()
+
+
+def test_missing_ca_file_is_one_line(tmp_path: Path) -> None:
+    with (
+        pytest.raises(UserError, match=r"--ca-cert .*nope.pem: no such file"),
+        secret_files(NetworkOptions(ca_cert=tmp_path / "nope.pem")),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "selected"),
+    [({}, ["base", "cann", "pta", "mindspeed", "runtime"]), ({"until": "pta"}, ["base", "cann", "pta"]),
+     ({"layers": ["runtime", "mindspeed"]}, ["mindspeed", "runtime"])],
+)  # fmt: skip
+def test_layer_selection(kwargs: dict, selected: list[str]) -> None:
+    assert BuildOptions(**kwargs).selected() == selected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"until": "torch"}, "unknown layer 'torch' for --until: choose one of base, cann, pta, mindspeed, runtime"),
+        ({"layers": ["apex"]}, "unknown layer 'apex' for --layers: choose from base, cann, pta, mindspeed, runtime"),
+    ],
+)
+def test_bad_layer_selection(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError) as info:
+        BuildOptions(**kwargs).selected()
+    assert str(info.value) == message
+
+
+def test_content_hash_changes_with_each_thing_it_covers() -> None:
+    t = resolve(load_matrix(REPO / "matrix.yaml"), "8.1.RC1", arch="aarch64")
+    plan, files = render.plan(t)
+    pta = plan.layer("pta")
+    base = content_hash(pta, files, ["git:apex:master:aaa"], "sha256:parent", "linux/arm64")
+    assert content_hash(pta, dict(files), ["git:apex:master:aaa"], "sha256:parent", "linux/arm64") == base
+    assert content_hash(pta, files, ["git:apex:master:bbb"], "sha256:parent", "linux/arm64") != base
+    assert content_hash(pta, files, ["git:apex:master:aaa"], "sha256:other", "linux/arm64") != base
+    assert content_hash(pta, files, ["git:apex:master:aaa"], "sha256:parent", "linux/amd64") != base
+    changed = {**files, "pta/Dockerfile": files["pta/Dockerfile"] + "\n# edit"}
+    assert content_hash(pta, changed, ["git:apex:master:aaa"], "sha256:parent", "linux/arm64") != base
+    other = {**files, "runtime/Dockerfile": "FROM x"}  # another layer's files do not matter
+    assert content_hash(pta, other, ["git:apex:master:aaa"], "sha256:parent", "linux/arm64") == base
+    assert content_tag(pta, base) == f"ascend-llm-stack/pta:content-{base[:16]}"
+
+
+def test_build_request_argv_passes_secrets_and_never_proxy_args(tmp_path: Path) -> None:
+    req = BuildRequest(context=tmp_path, tags=["a:b"], platform="linux/arm64", build_args={"PARENT_IMAGE": "p:1"},
+                       secrets={"build-env": tmp_path / "env"}, labels={"k": "v"})  # fmt: skip
+    client = find_buildkit_client([_fake_docker(tmp_path, "20.10.24", buildx=False)])
+    argv = req.argv(client, tmp_path / "iid")
+    assert argv[:2] == [client.path, "build"] and argv[-1] == str(tmp_path)
+    assert f"id=build-env,src={tmp_path / 'env'}" in argv and "PARENT_IMAGE=p:1" in argv
+    assert "--platform" in argv and "linux/arm64" in argv and not any("proxy" in a.lower() for a in argv)
+
+
+def _fake_docker(tmp_path: Path, version: str, buildx: bool) -> str:
+    """A stand-in docker CLI answering only the two questions the client probe asks."""
+    path = tmp_path / f"docker-{version}-{buildx}"
+    path.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = buildx ]; then {"echo buildx v0.12; exit 0" if buildx else "exit 1"}; fi\n'
+        f'if [ "$1" = version ]; then echo {version}; fi\n'
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_client_choice(tmp_path: Path) -> None:
+    new_without_buildx = _fake_docker(tmp_path, "28.2.2", buildx=False)
+    old = _fake_docker(tmp_path, "20.10.24", buildx=False)
+    new_with_buildx = _fake_docker(tmp_path, "27.0.1", buildx=True)
+    assert find_buildkit_client([new_without_buildx, old]).kind == "builtin"
+    picked = find_buildkit_client([new_with_buildx, old])
+    assert (picked.kind, picked.build_command()[1:]) == ("buildx", ["buildx", "build", "--load"])
+    with pytest.raises(UserError, match=r"no docker client that can build with BuildKit: .*28.2.2, no buildx"):
+        find_buildkit_client([new_without_buildx])
+
+
+def test_entrypoints_digest_covers_the_package_not_caches(tmp_path: Path) -> None:
+    from ascend_stack.build import entrypoints_digest
+
+    (tmp_path / "ascend_llm/presets").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "ascend_llm/cli.py").write_text("x = 1\n")
+    first = entrypoints_digest(tmp_path)
+    (tmp_path / ".ruff_cache").mkdir()
+    (tmp_path / ".ruff_cache/x").write_text("cache")
+    (tmp_path / "ascend_llm/__pycache__").mkdir()
+    (tmp_path / "ascend_llm/__pycache__/cli.pyc").write_text("bytecode")
+    assert entrypoints_digest(tmp_path) == first
+    (tmp_path / "ascend_llm/presets/qwen3-1b.yaml").write_text("layers: 2\n")
+    assert entrypoints_digest(tmp_path) != first

@@ -1,0 +1,632 @@
+"""Tests for the stand-ins in ``tests/fakes``: they must behave like the real interfaces they replace.
+
+CANN installers are run for real (bash) with ``--install-path`` under pytest's tmp directories; the only
+run at a default path is as user ``nobody`` with ``HOME`` in a tmp directory, so nothing is written to
+``/usr/local/Ascend``, ``/etc/Ascend`` or ``/var/log``. The git stand-ins are checked for branches, tags,
+layout and deterministic ids, and the Ascend apex recipe of ``images/pta`` is run on them up to the wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import add_commit, make_cann_packages, make_source_repos, package_file_names
+from fakes.cann import ARCHES
+from fakes.sources import REPOS
+from packaging.requirements import Requirement
+
+VERSION = "8.2.RC1"
+ARCH = platform.machine()
+OTHER_ARCH = next(a for a in ARCHES if a != ARCH)
+PAYLOAD = 256 * 1024
+GLOBAL_RECORDS = (Path("/etc/Ascend/ascend_cann_install.info"), Path("/var/log/ascend_seclog"))
+
+pytestmark = pytest.mark.skipif(ARCH not in ARCHES, reason=f"CANN stand-ins exist for {ARCHES}, not {ARCH}")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """An environment without the host's CANN variables; TMPDIR and HOME inside ``tmp``."""
+    (tmp / "tmpdir").mkdir(parents=True, exist_ok=True)
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp / "home"), "TMPDIR": str(tmp / "tmpdir"), "LC_ALL": "C"}
+    env.update(extra)
+    return env
+
+
+def run_pkg(pkg: Path, *args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(pkg), *args], env=env, input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def sourced(script: Path, *args: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment after ``source script args`` (as images/cann/capture-env.py sources it)."""
+    out = subprocess.run(["bash", "-c", 'set -e; source "$0" "$@"; env -0', str(script), *args], env=env,
+                         capture_output=True, check=True, timeout=60).stdout.decode()
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def toolkit_env(install: Path, tmp: Path) -> dict[str, str]:
+    return sourced(install / "ascend-toolkit" / "set_env.sh", env=clean_env(tmp))
+
+
+@pytest.fixture(scope="module")
+def global_records() -> Iterator[None]:
+    before = {p: p.exists() for p in GLOBAL_RECORDS}
+    yield
+    for p, existed in before.items():
+        if not existed:
+            assert not p.exists(), f"a stand-in installer wrote {p} outside the test's install path"
+
+
+@pytest.fixture(scope="module")
+def pkgs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_cann_packages(tmp_path_factory.mktemp("pkgs"), VERSION, ARCH, chips=("910b", "A3"),
+                              payload_bytes=PAYLOAD)
+
+
+@pytest.fixture(scope="module")
+def installed(pkgs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, global_records: None) -> Path:
+    """toolkit -> 910b kernels -> NNAL (with the toolkit environment sourced), the images/cann order."""
+    tmp = tmp_path_factory.mktemp("installed")
+    install = tmp / "Ascend"
+    env = clean_env(tmp)
+    for key in ("toolkit", "kernels-910b"):
+        r = run_pkg(pkgs[key], "--quiet", "--install", "--install-for-all", f"--install-path={install}", env=env)
+        assert r.returncode == 0, r.stderr
+        assert "install success" in r.stdout
+    nnal_env = {**toolkit_env(install, tmp), "TMPDIR": env["TMPDIR"]}
+    r = run_pkg(pkgs["nnal"], "--quiet", "--install", "--install-for-all", f"--install-path={install}", env=nnal_env)
+    assert r.returncode == 0, r.stderr
+    assert list((tmp / "tmpdir").iterdir()) == [], "the installers left their extraction directories behind"
+    return install
+
+
+def read_kv(path: Path, sep: str = "=") -> dict[str, str]:
+    pairs = (line.split(sep, 1) for line in path.read_text().splitlines() if sep in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+# ------------------------------------------------------------------------------------------------------
+# CANN installers: files
+
+
+def test_file_names_follow_the_matrix(pkgs: dict[str, Path], matrix_raw: dict[str, Any]) -> None:
+    pk = matrix_raw["cann_packages"]
+    fmt = {"version": VERSION, "arch": ARCH}
+    assert pkgs["toolkit"].name == pk["toolkit"].format(**fmt)
+    assert pkgs["kernels-910b"].name == pk["kernels"]["910b"].format(**fmt)
+    assert pkgs["kernels-A3"].name == pk["kernels"]["A3"].format(**fmt)
+    assert pkgs["nnal"].name == pk["nnal"].format(**fmt)
+    assert list(pkgs) == ["toolkit", "kernels-910b", "kernels-A3", "nnal"]
+    assert {k: p.name for k, p in pkgs.items()} == package_file_names(VERSION, ARCH, ("910b", "A3"))
+
+
+def test_installers_are_deterministic_self_extracting_scripts(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    again = make_cann_packages(tmp_path / "again", VERSION, ARCH, chips=("910b", "A3"), payload_bytes=PAYLOAD)
+    assert {k: sha256(p) for k, p in again.items()} == {k: sha256(p) for k, p in pkgs.items()}
+    other = make_cann_packages(tmp_path / "other", "8.1.RC1", ARCH, payload_bytes=PAYLOAD)
+    assert sha256(other["toolkit"]) != sha256(pkgs["toolkit"])
+    for pkg in pkgs.values():
+        head = pkg.read_bytes()[:2000].decode(errors="replace")
+        assert head.startswith("#!/bin/bash\n")
+        assert "STAND-IN" in head and "NOT Huawei's" in head
+        assert pkg.stat().st_size > PAYLOAD
+
+
+def test_info_list_and_extract(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    info = run_pkg(pkgs["toolkit"], "--info", env=env)
+    assert info.returncode == 0 and "stand-in" in info.stdout
+    listing = run_pkg(pkgs["toolkit"], "--list", env=env)
+    assert listing.returncode == 0 and "content/version.cfg" in listing.stdout.split()
+    r = run_pkg(pkgs["nnal"], "--noexec", f"--extract={tmp_path / 'x'}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "x" / "content" / "version.info").read_text().startswith(f"Ascend-cann-atb : {VERSION}\n")
+
+
+# ------------------------------------------------------------------------------------------------------
+# CANN installers: command line
+
+
+@pytest.mark.parametrize(
+    ("key", "args"),
+    [
+        ("toolkit", ["--bogus"]),
+        ("toolkit", ["--install", "--chip=Ascend910B"]),
+        ("toolkit", ["--quiet", "install"]),
+        ("kernels-910b", ["--quiet", "--full"]),
+        ("nnal", ["--quiet", "--devel"]),
+        ("nnal", ["--quiet", "--full"]),
+    ],
+)
+def test_unknown_options_print_usage_and_fail(tmp_path: Path, pkgs: dict[str, Path], key: str,
+                                              args: list[str]) -> None:
+    r = run_pkg(pkgs[key], *args, f"--install-path={tmp_path / 'Ascend'}", env=clean_env(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"Usage: {pkgs[key]} [options]")
+    assert not (tmp_path / "Ascend").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--quiet"], ["--install-for-all"], ["--quiet", "--install-path=/tmp/x"]],
+)
+def test_no_operation_prints_usage_and_fails(tmp_path: Path, pkgs: dict[str, Path], args: list[str]) -> None:
+    r = run_pkg(pkgs["toolkit"], *args, env=clean_env(tmp_path))
+    assert r.returncode != 0
+    assert "Usage:" in r.stderr and "--install-path=<path>" in r.stderr
+
+
+def test_help_lists_the_package_options(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    helps = {k: run_pkg(p, "--help", env=env) for k, p in pkgs.items()}
+    assert all(h.returncode == 0 for h in helps.values())
+    common = ("--install ", "--quiet", "--install-for-all", "--install-path=<path>", "--uninstall", "--check")
+    for h in helps.values():
+        assert all(opt in h.stdout for opt in common)
+    assert "--full" in helps["toolkit"].stdout and "--devel" in helps["toolkit"].stdout
+    assert "--full" not in helps["kernels-910b"].stdout and "--devel" in helps["kernels-910b"].stdout
+    assert "--full" not in helps["nnal"].stdout and "--devel" not in helps["nnal"].stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--install", "--uninstall"],
+        ["--full", "--devel"],
+        ["--uninstall", "--install-for-all"],
+        ["--quiet", "--install", "--install-path="],
+        ["--quiet", "--install", "--install-path=/tmp/with space"],
+    ],
+)
+def test_bad_combinations_are_refused(tmp_path: Path, pkgs: dict[str, Path], args: list[str]) -> None:
+    r = run_pkg(pkgs["toolkit"], *args, env=clean_env(tmp_path))
+    assert r.returncode == 1
+    assert "[Toolkit] [ERROR]" in r.stderr
+
+
+@pytest.mark.parametrize(("answer", "accepted"), [("y\n", True), ("Y\n", True), ("n\n", False), ("", False),
+                                                  ("yes\n", False)])
+def test_eula_is_asked_without_quiet(tmp_path: Path, pkgs: dict[str, Path], answer: str, accepted: bool) -> None:
+    install = tmp_path / "Ascend"
+    r = run_pkg(pkgs["toolkit"], "--install", f"--install-path={install}", env=clean_env(tmp_path), stdin=answer)
+    assert "Do you accept the EULA to install Ascend-cann-toolkit? [y/n]" in r.stdout
+    assert (r.returncode == 0) is accepted
+    assert (install / "ascend-toolkit" / "latest").exists() is accepted
+    if not accepted:
+        assert "EULA was not accepted" in r.stderr
+
+
+def test_quiet_does_not_read_stdin(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    r = run_pkg(pkgs["toolkit"], "-q", "--install", f"--install-path={tmp_path / 'A'}", env=clean_env(tmp_path),
+                stdin="n\n")
+    assert r.returncode == 0, r.stderr
+    assert "EULA" not in r.stdout
+
+
+def test_refuses_another_architecture(tmp_path: Path) -> None:
+    other = make_cann_packages(tmp_path / "pk", VERSION, OTHER_ARCH)
+    r = run_pkg(other["toolkit"], "-q", "--install", f"--install-path={tmp_path / 'A'}", env=clean_env(tmp_path))
+    assert r.returncode == 1
+    assert f"architecture of the package ({OTHER_ARCH})" in r.stderr
+    assert not (tmp_path / "A").exists()
+
+
+def test_check_verifies_the_archive(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    ok = run_pkg(pkgs["toolkit"], "--check", env=env)
+    assert ok.returncode == 0 and "SHA256 checksums are OK" in ok.stdout
+    bad = tmp_path / pkgs["toolkit"].name
+    data = bytearray(pkgs["toolkit"].read_bytes())
+    data[-PAYLOAD // 2] ^= 0xFF  # inside the payload member
+    bad.write_bytes(bytes(data))
+    r = run_pkg(bad, "--check", env=env)
+    assert r.returncode != 0 and "Error in SHA256 checksums" in r.stderr
+    r = run_pkg(bad, "--quiet", "--install", f"--install-path={tmp_path / 'A'}", env=env)
+    assert r.returncode != 0
+    assert not (tmp_path / "A" / "ascend-toolkit").exists()
+
+
+# ------------------------------------------------------------------------------------------------------
+# CANN installers: toolkit
+
+
+def test_toolkit_layout_and_version_files(installed: Path) -> None:
+    root = installed / "ascend-toolkit"
+    latest = root / "latest"
+    assert latest.is_symlink() and os.readlink(latest) == VERSION
+    info = read_kv(latest / f"{ARCH}-linux" / "ascend_toolkit_install.info")
+    assert info["package_name"] == "Ascend-cann-toolkit"
+    assert info["version"] == VERSION
+    assert re.fullmatch(r"V100R001C\d+(SPC\d+)?B\d+", info["innerversion"])
+    assert (info["arch"], info["os"]) == (ARCH, "linux")
+    assert info["path"] == f"{root}/{VERSION}/{ARCH}-linux"
+    cfg = (latest / "version.cfg").read_text().splitlines()
+    assert cfg[0] == "# version: 1.0"
+    running = [line for line in cfg if line.startswith("runtime_running_version=")]
+    assert len(running) == 1 and re.fullmatch(rf"runtime_running_version=\[7\.\d+\.\d+\.\d+\.\d+:{VERSION}\]",
+                                              running[0])
+    assert read_kv(latest / "toolkit" / "version.info")["version_dir"] == VERSION
+    for rel in ("lib64/libascendcl.so", "lib64/libhccl.so", "lib64/plugin/opskernel/libfe.so",
+                "include/acl/acl.h", "python/site-packages/te/__init__.py",
+                f"opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}/liboptiling.so"):
+        assert (latest / rel).is_file(), rel
+    assert "stand-in" in (latest / "lib64" / "libascendcl.so").read_text()
+
+
+def test_toolkit_payload_is_incompressible(installed: Path) -> None:
+    payload = (installed / "ascend-toolkit" / "latest" / "share" / "standin-payload.bin").read_bytes()
+    assert len(payload) == PAYLOAD
+    assert len(zlib.compress(payload, 9)) > 0.99 * PAYLOAD
+
+
+def test_toolkit_set_env_exports_the_real_variables(installed: Path, tmp_path: Path) -> None:
+    env = toolkit_env(installed, tmp_path)
+    home = f"{installed}/ascend-toolkit/latest"
+    assert env["ASCEND_TOOLKIT_HOME"] == home
+    assert env["ASCEND_HOME_PATH"] == env["ASCEND_AICPU_PATH"] == home
+    assert env["ASCEND_OPP_PATH"] == f"{home}/opp"
+    assert env["TOOLCHAIN_HOME"] == f"{home}/toolkit"
+    libs = env["LD_LIBRARY_PATH"].split(":")
+    for sub in ("lib64", "lib64/plugin/opskernel", "lib64/plugin/nnengine",
+                f"opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}", "tools/aml/lib64"):
+        assert f"{home}/{sub}" in libs, sub
+    assert "/usr/local/Ascend/driver/lib64/driver" in libs
+    assert env["PYTHONPATH"].split(":")[:2] == [f"{home}/python/site-packages",
+                                                f"{home}/opp/built-in/op_impl/ai_core/tbe"]
+    path = env["PATH"].split(":")
+    assert path[:2] == [f"{home}/bin", f"{home}/compiler/ccec_compiler/bin"]
+    ccec = subprocess.run(["bash", "-c", "ccec --version"], env=env, capture_output=True, text=True)
+    assert ccec.returncode == 0 and "stand-in" in ccec.stdout
+
+
+def test_install_for_all_decides_what_other_users_see(installed: Path, pkgs: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    shared = installed / "ascend-toolkit" / VERSION / "version.cfg"
+    assert shared.stat().st_mode & 0o004
+    assert (installed / "ascend-toolkit" / VERSION).stat().st_mode & 0o005 == 0o005
+    private = tmp_path / "Ascend"
+    r = run_pkg(pkgs["toolkit"], "-q", "--install", f"--install-path={private}", env=clean_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for p in (private / "ascend-toolkit" / VERSION, private / "ascend-toolkit" / VERSION / "version.cfg"):
+        assert p.stat().st_mode & 0o007 == 0, p
+
+
+def test_toolkit_reinstall_upgrade_and_uninstall(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    up = run_pkg(pkgs["toolkit"], "-q", "--upgrade", f"--install-path={install}", env=env)
+    assert up.returncode == 1 and "nothing to upgrade" in up.stderr
+    for args in (["--full"], ["--install"], ["--upgrade"], ["--devel"]):
+        r = run_pkg(pkgs["toolkit"], "-q", *args, f"--install-path={install}", env=env)
+        assert r.returncode == 0, (args, r.stderr)
+    r = run_pkg(pkgs["toolkit"], "-q", "--uninstall", f"--install-path={install}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "uninstall success" in r.stdout
+    assert not (install / "ascend-toolkit").exists()
+    again = run_pkg(pkgs["toolkit"], "-q", "--uninstall", f"--install-path={install}", env=env)
+    assert again.returncode == 1 and "not installed" in again.stderr
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+
+
+def test_relative_install_path_is_taken_from_the_working_directory(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    r = subprocess.run(["bash", str(pkgs["toolkit"]), "-q", "--install", "--install-path=rel/Ascend"],
+                       cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = read_kv(tmp_path / "rel/Ascend/ascend-toolkit/latest" / f"{ARCH}-linux/ascend_toolkit_install.info")
+    assert info["path"] == f"{tmp_path}/rel/Ascend/ascend-toolkit/{VERSION}/{ARCH}-linux"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_default_path_of_a_non_root_user(pkgs: dict[str, Path]) -> None:
+    """Without --install-path a non-root user installs into $HOME/Ascend and records it there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        home.chmod(0o777)
+        pkg = home / pkgs["toolkit"].name
+        shutil.copy(pkgs["toolkit"], pkg)
+        pkg.chmod(0o755)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home)}
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(pkg),
+                            "-q", "--install"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert (home / "Ascend" / "ascend-toolkit" / "latest" / "version.cfg").is_file()
+        assert (home / "Ascend" / "ascend_cann_install.info").read_text() == f"Install_Path={home}/Ascend\n"
+        assert "install success" in (home / "var/log/ascend_seclog/operation.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------
+# CANN installers: kernels
+
+
+def test_kernels_refuse_without_the_toolkit(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    install = tmp_path / "Ascend"
+    r = run_pkg(pkgs["kernels-910b"], "-q", "--install", f"--install-path={install}", env=clean_env(tmp_path))
+    assert r.returncode == 1
+    assert "Ascend-cann-toolkit 8.2.RC1 is not installed" in r.stderr
+    assert not install.exists()
+
+
+def test_kernels_refuse_another_toolkit_version(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    other = make_cann_packages(tmp_path / "pk", "8.1.RC1", ARCH)
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    assert run_pkg(other["toolkit"], "-q", "--install", f"--install-path={install}", env=env).returncode == 0
+    r = run_pkg(pkgs["kernels-910b"], "-q", "--install", f"--install-path={install}", env=env)
+    assert r.returncode == 1 and "not installed" in r.stderr
+
+
+def test_kernels_layout(installed: Path) -> None:
+    latest = installed / "ascend-toolkit" / "latest"
+    kernel = latest / "opp/built-in/op_impl/ai_core/tbe/kernel"
+    assert sorted(p.name for p in kernel.iterdir()) == ["ascend910b", "config"]
+    assert (kernel / "ascend910b" / "standin-payload.bin").stat().st_size == PAYLOAD
+    assert not (kernel / "ascend910b" / "static").exists()  # only --devel installs static libraries
+    assert read_kv(latest / "opp_kernel" / "version.info")["version_dir"] == VERSION
+    cfg = (latest / "version.cfg").read_text()
+    assert re.search(rf"^opp_kernel_running_version=\[7\.[0-9.]+:{VERSION}\]$", cfg, re.M)
+
+
+def test_a3_kernels_devel_and_uninstall(tmp_path: Path, pkgs: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    assert run_pkg(pkgs["toolkit"], "-q", "--install", f"--install-path={install}", env=env).returncode == 0
+    latest = install / "ascend-toolkit" / "latest"
+    kernel = latest / "opp/built-in/op_impl/ai_core/tbe/kernel"
+    assert not kernel.exists()  # the toolkit alone has no kernels directory
+    r = run_pkg(pkgs["kernels-A3"], "-q", "--devel", f"--install-path={install}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert (kernel / "ascend910_93" / "static").is_dir()
+    r = run_pkg(pkgs["kernels-A3"], "-q", "--uninstall", f"--install-path={install}", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not kernel.exists() and not (latest / "opp_kernel").exists()
+    assert "opp_kernel" not in (latest / "version.cfg").read_text()
+    assert (latest / "version.cfg").read_text().startswith("# version: 1.0\n")
+
+
+# ------------------------------------------------------------------------------------------------------
+# CANN installers: NNAL
+
+
+@pytest.mark.parametrize("toolkit_home", [None, "/nonexistent/ascend-toolkit/latest"])
+def test_nnal_refuses_without_the_sourced_toolkit(tmp_path: Path, pkgs: dict[str, Path],
+                                                  toolkit_home: str | None) -> None:
+    env = clean_env(tmp_path, **({"ASCEND_TOOLKIT_HOME": toolkit_home} if toolkit_home else {}))
+    r = run_pkg(pkgs["nnal"], "-q", "--install", f"--install-path={tmp_path / 'A'}", env=env)
+    assert r.returncode == 1
+    assert "ascend-toolkit/set_env.sh" in r.stderr
+    assert not (tmp_path / "A").exists()
+
+
+def test_nnal_layout(installed: Path) -> None:
+    atb = installed / "nnal" / "atb"
+    assert os.readlink(atb / "latest") == VERSION
+    assert f"Ascend-cann-atb : {VERSION}" in (atb / "latest" / "version.info").read_text().splitlines()
+    for abi in (0, 1):
+        assert (atb / "latest" / "atb" / f"cxx_abi_{abi}" / "lib" / "libatb.so").is_file()
+    assert (atb / "set_env.sh").is_file()
+
+
+def fake_torch(tmp: Path, body: str) -> str:
+    (tmp / "fake_torch" / "torch").mkdir(parents=True)
+    (tmp / "fake_torch" / "torch" / "__init__.py").write_text(body)
+    return str(tmp / "fake_torch")
+
+
+@pytest.mark.parametrize(
+    ("args", "torch_body", "abi"),
+    [
+        (["--cxx_abi=0"], None, 0),
+        (["--cxx_abi=1"], "def compiled_with_cxx11_abi():\n    return False\n", 1),
+        ([], "def compiled_with_cxx11_abi():\n    return False\n", 0),
+        ([], "def compiled_with_cxx11_abi():\n    return True\n", 1),
+        ([], "raise ImportError('no torch here')\n", 1),
+    ],
+)
+def test_nnal_set_env_chooses_the_cxx_abi(installed: Path, tmp_path: Path, args: list[str],
+                                           torch_body: str | None, abi: int) -> None:
+    extra = {"PYTHONPATH": fake_torch(tmp_path, torch_body)} if torch_body else {}
+    env = sourced(installed / "nnal" / "atb" / "set_env.sh", *args, env=clean_env(tmp_path, **extra))
+    home = f"{installed}/nnal/atb/latest/atb/cxx_abi_{abi}"
+    assert env["ATB_HOME_PATH"] == home
+    assert env["LD_LIBRARY_PATH"].split(":")[:3] == [f"{home}/lib", f"{home}/examples", f"{home}/tests/atbopstest"]
+    assert env["PATH"].split(":")[0] == f"{home}/bin"
+
+
+# ------------------------------------------------------------------------------------------------------
+# git stand-ins
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_source_repos(tmp_path_factory.mktemp("sources"))
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def refs(repo: Path) -> dict[str, str]:
+    lines = git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()
+    return dict(line.split() for line in lines)
+
+
+def files(repo: Path, ref: str = "HEAD") -> set[str]:
+    return set(git(repo, "ls-tree", "-r", "--name-only", ref).splitlines())
+
+
+def test_repos_branches_and_tags(repos: dict[str, Path]) -> None:
+    assert list(repos) == list(REPOS)
+    heads = {name: git(path, "symbolic-ref", "--short", "HEAD") for name, path in repos.items()}
+    assert heads == {"mindspeed": "master", "mindspeed-llm": "2.1.0", "megatron": "core_r0.8.0",
+                     "apex": "master", "nvidia-apex": "master"}
+    llm = repos["mindspeed-llm"]
+    tag = git(llm, "rev-parse", "v2.1.0^{commit}")
+    assert tag != git(llm, "rev-parse", "2.1.0")
+    subprocess.run(["git", "merge-base", "--is-ancestor", tag, "2.1.0"], cwd=llm, check=True)
+    for path in repos.values():
+        assert git(path, "status", "--porcelain") == ""
+
+
+def test_repos_are_deterministic(repos: dict[str, Path], tmp_path: Path) -> None:
+    again = make_source_repos(tmp_path)
+    assert {n: refs(p) for n, p in again.items()} == {n: refs(p) for n, p in repos.items()}
+
+
+def test_repos_layout(repos: dict[str, Path]) -> None:
+    assert {"setup.py", "requirements.txt", "mindspeed/__init__.py", "mindspeed/megatron_adaptor.py"} <= files(
+        repos["mindspeed"])
+    llm = files(repos["mindspeed-llm"])
+    assert {"convert_ckpt.py", "preprocess_data.py", "pretrain_gpt.py", "posttrain_gpt.py", "inference.py",
+            "evaluation.py", "mindspeed_llm/__init__.py", "requirements.txt"} <= llm
+    assert any(f.startswith("configs/") for f in llm)
+    assert any(f.startswith("examples/mcore/qwen3/") and f.endswith(".sh") for f in llm)
+    assert {"megatron/core/__init__.py", "megatron/training/__init__.py", "megatron/legacy/__init__.py",
+            "megatron/core/package_info.py"} <= files(repos["megatron"])
+    apex = files(repos["apex"])
+    assert {"patch/npu.patch", "scripts/build.sh"} <= apex
+    assert any(f.startswith("src/apex/") for f in apex) and any(f.startswith("tests/") for f in apex)
+    assert {"setup.py", "apex/__init__.py"} <= files(repos["nvidia-apex"])
+    assert any(f.startswith("tests/") for f in files(repos["nvidia-apex"]))
+    for path in repos.values():
+        assert "stand-in" in (path / "README.md").read_text().lower()
+
+
+def test_requirements_are_small_pure_python_packages(repos: dict[str, Path]) -> None:
+    for name in ("mindspeed", "mindspeed-llm"):
+        reqs = [Requirement(line) for line in (repos[name] / "requirements.txt").read_text().splitlines() if line]
+        assert reqs
+        assert {r.name for r in reqs} <= {"einops", "six", "codetiming"}
+
+
+def test_mindspeed_setup_py(repos: dict[str, Path]) -> None:
+    pytest.importorskip("setuptools")
+    r = subprocess.run([sys.executable, "setup.py", "--name", "--version"], cwd=repos["mindspeed"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["mindspeed", "0.8.0"]
+
+
+def test_mindspeed_llm_entry_scripts_need_megatron_copied_in(repos: dict[str, Path], tmp_path: Path) -> None:
+    llm = tmp_path / "MindSpeed-LLM"
+    shutil.copytree(repos["mindspeed-llm"], llm, ignore=shutil.ignore_patterns(".git"))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repos["mindspeed"]), "RANK": "3", "WORLD_SIZE": "8"}
+    missing = subprocess.run([sys.executable, str(llm / "pretrain_gpt.py")], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr
+    shutil.copytree(repos["megatron"] / "megatron", llm / "megatron")  # as images/mindspeed does
+    scripts = ["convert_ckpt.py", "preprocess_data.py", "pretrain_gpt.py", "posttrain_gpt.py", "inference.py",
+               "evaluation.py"]
+    for script in scripts:
+        r = subprocess.run([sys.executable, str(llm / script), "--seq-length", "4096"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        record = json.loads(r.stdout)
+        assert record["stand_in"] == "MindSpeed-LLM" and record["script"] == script
+        assert record["argv"] == ["--seq-length", "4096"]
+        assert (record["megatron"], record["mindspeed"]) == ("0.8.0", "0.8.0")
+        assert record["megatron_dir"] == str(llm / "megatron")
+        assert (record["rank"], record["world_size"]) == ("3", "8")
+
+
+def apex_tree(repos: dict[str, Path], dest: Path, patched: bool = True) -> Path:
+    """images/pta's recipe: nvidia-apex, then Ascend's patch, src/ and tests/ on top."""
+    shutil.copytree(repos["nvidia-apex"], dest)
+    if patched:
+        patch = (repos["apex"] / "patch" / "npu.patch").read_text()
+        subprocess.run(["patch", "-p1"], cwd=dest, input=patch, text=True, check=True, capture_output=True)
+        shutil.copytree(repos["apex"] / "src", dest, dirs_exist_ok=True)
+        shutil.copytree(repos["apex"] / "tests", dest / "tests", dirs_exist_ok=True)
+    return dest
+
+
+def build_wheel(tree: Path, dist: Path) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")
+    return subprocess.run([sys.executable, "setup.py", "--cpp_ext", "--npu_float_status", "bdist_wheel",
+                           "--dist-dir", str(dist)], cwd=tree, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
+def test_ascend_apex_patch_applies_and_builds_the_wheel(repos: dict[str, Path], tmp_path: Path) -> None:
+    tree = apex_tree(repos, tmp_path / "apex")
+    r = build_wheel(tree, tmp_path / "dist")
+    assert r.returncode == 0, r.stderr
+    (wheel,) = (tmp_path / "dist").iterdir()
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert re.fullmatch(rf"apex-0\.1\+ascend-{tag}-{tag}-linux_{ARCH}\.whl", wheel.name), wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        metadata = zf.read("apex-0.1+ascend.dist-info/METADATA").decode()
+    assert {"apex/__init__.py", "apex/optimizers/npu_fused_adam.py",
+            "apex/contrib/combine_tensors/__init__.py"} <= names
+    assert "Version: 0.1+ascend" in metadata.splitlines()
+
+
+def test_unpatched_nvidia_apex_rejects_the_npu_flag(repos: dict[str, Path], tmp_path: Path) -> None:
+    r = build_wheel(apex_tree(repos, tmp_path / "apex", patched=False), tmp_path / "dist")
+    assert r.returncode != 0
+    assert "--npu_float_status" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
+def test_ascend_apex_build_script(repos: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("wheel")
+    work = tmp_path / "ascend-apex"
+    git(tmp_path, "clone", "-q", str(repos["apex"]), str(work))
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    env = {**os.environ, "NVIDIA_APEX_URL": str(repos["nvidia-apex"]), "NVIDIA_APEX_REF": "master",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "scripts/build.sh", f"--python={py}"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [p.name.split("-")[:2] for p in (work / "apex" / "dist").iterdir()] == [["apex", "0.1+ascend"]]
+
+
+def test_add_commit_moves_only_that_branch(tmp_path: Path) -> None:
+    repos = make_source_repos(tmp_path / "a")
+    llm = repos["mindspeed-llm"]
+    before = refs(llm)
+    git(llm, "branch", "other", "v2.1.0")
+    new = add_commit(llm, "2.1.0", "examples/mcore/qwen3/new.sh", "echo new\n")
+    assert new == git(llm, "rev-parse", "2.1.0")
+    assert git(llm, "rev-parse", f"{new}^") == before["refs/heads/2.1.0"]
+    assert git(llm, "rev-parse", "v2.1.0") == before["refs/tags/v2.1.0"]
+    assert (llm / "examples/mcore/qwen3/new.sh").read_text() == "echo new\n"  # checked out: work tree follows
+    assert git(llm, "status", "--porcelain") == ""
+    # an executable keeps its mode
+    exe = "examples/mcore/qwen3/pretrain_qwen3_14b_4K_ptd.sh"
+    add_commit(llm, "2.1.0", exe, "#!/bin/bash\necho changed\n")
+    assert git(llm, "ls-tree", "2.1.0", "--", exe).split()[0] == "100755"
+    # a branch that is not checked out moves without touching the work tree
+    other = add_commit(llm, "other", "docs/x.md", "x\n")
+    assert git(llm, "rev-parse", "other") == other
+    assert git(llm, "rev-parse", f"{other}^") == git(llm, "rev-parse", "v2.1.0^{commit}")
+    assert not (llm / "docs" / "x.md").exists()
+    assert git(llm, "symbolic-ref", "--short", "HEAD") == "2.1.0"
+    # a new branch starts at the checked-out commit
+    head = git(llm, "rev-parse", "HEAD")
+    hotfix = add_commit(llm, "2.1.0-hotfix", "HOTFIX.md", "a fix\n")
+    assert git(llm, "rev-parse", f"{hotfix}^") == head and git(llm, "rev-parse", "HEAD") == head
+    assert git(llm, "show", f"{hotfix}:HOTFIX.md") == "a fix"
+    # deterministic: the same calls on a fresh generation give the same id
+    again = make_source_repos(tmp_path / "b")
+    assert add_commit(again["mindspeed-llm"], "2.1.0", "examples/mcore/qwen3/new.sh", "echo new\n") == new
