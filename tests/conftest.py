@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from chain import chain  # noqa: F401  (the session fixture that builds the integration test image)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -138,3 +138,15 @@ def test_entrypoints_digest_covers_the_package_not_caches(tmp_path: Path) -> Non
     assert entrypoints_digest(tmp_path) == first
     (tmp_path / "ascend_llm/presets/qwen3-1b.yaml").write_text("layers: 2\n")
     assert entrypoints_digest(tmp_path) != first
+
+
+def test_entrypoints_wheel_is_built_from_the_package(tmp_path: Path) -> None:
+    import zipfile
+
+    from ascend_stack.build import build_entrypoints_wheel
+
+    wheel = build_entrypoints_wheel(tmp_path / "ctx")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert wheel.name.startswith("ascend_llm-") and "ascend_llm/cli.py" in names
+    assert any(n.startswith("ascend_llm/presets/") and n.endswith(".yaml") for n in names)
+    assert not (REPO / "entrypoints/build").exists()

@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -139,35 +140,25 @@ def entrypoints_digest(root: Path = ENTRYPOINTS) -> str:
     return "entrypoints:" + h.hexdigest()
 
 
-def build_entrypoints_wheel(dest: Path) -> None:
+def build_entrypoints_wheel(dest: Path) -> Path:
+    """The ``ascend-llm`` wheel the runtime layer installs, built from a copy of entrypoints/."""
     dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("ascend_llm-*.whl"):
+        old.unlink()
     with tempfile.TemporaryDirectory(prefix="ascend-llm-wheel-") as tmp:
         # A copy, so setuptools' build/ and egg-info never land in the source tree.
         src = Path(tmp) / "src"
         for path in _entrypoints_files():
-            dest = src / path.relative_to(ENTRYPOINTS)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
-        out = subprocess.run(
-            [
-                "python3",
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--no-deps",
-                "--no-build-isolation",
-                "-w",
-                str(dest),
-                str(src),
-            ],
-            capture_output=True,
-            text=True,
-        )
-    if out.returncode != 0:
-        raise UserError(
-            f"could not build the ascend-llm wheel from entrypoints/: {out.stderr.strip().splitlines()[-1:]}"
-        )
+            copy = src / path.relative_to(ENTRYPOINTS)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
+        argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dest)]
+        out = subprocess.run([*argv, str(src)], capture_output=True, text=True)
+    wheels = list(dest.glob("ascend_llm-*.whl"))
+    if out.returncode != 0 or len(wheels) != 1:
+        last = (out.stderr.strip().splitlines() or ["no wheel was written"])[-1]
+        raise UserError(f"could not build the ascend-llm wheel from entrypoints/: {last}")
+    return wheels[0]
 
 
 def _git_revision() -> str | None:
