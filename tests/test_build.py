@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,14 @@ def test_entrypoints_wheel_is_built_from_the_package(tmp_path: Path) -> None:
     assert wheel.name.startswith("ascend_llm-") and "ascend_llm/cli.py" in names
     assert any(n.startswith("ascend_llm/presets/") and n.endswith(".yaml") for n in names)
     assert not (REPO / "entrypoints/build").exists()
+
+
+def test_cli_offline_missing_inputs_exit_non_zero_without_traceback(tmp_path: Path) -> None:
+    """Checked before any engine is contacted: this runs the same with or without Docker."""
+    out = subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--cann", "test", "--arch", "x86_64", "--offline",
+         "--packages", str(tmp_path / "empty"), "--lock-dir", str(tmp_path / "locks")],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Ascend-cann-toolkit_8.2.RC1_linux-x86_64.run" in out.stderr and "Traceback" not in out.stderr

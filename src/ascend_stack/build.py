@@ -228,10 +228,11 @@ class Builder:
             )
         return ref
 
-    def run(self) -> list[LayerResult]:
+    def run(self, prepared: tuple[BuildPlan, dict[str, str], ResolvedInputs] | None = None) -> list[LayerResult]:
+        """Build the chain; ``prepared`` is :meth:`prepare`'s result when the caller already has it."""
         selected = self.opts.selected()
         last = selected[-1] if not self.opts.layers else LAYER_NAMES[-1]
-        plan, files, resolved = self.prepare()
+        plan, files, resolved = prepared or self.prepare()
         out_dir = self.opts.out_dir or render.default_out_dir(self.t, REPO / "build")
         render.write(files, out_dir)
         parent = self._base_image()  # what the next layer's hash covers: an image ID once known

@@ -152,8 +152,10 @@ def build(
     """``invoke build``: resolve, verify inputs, build what changed, print a summary."""
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     opts.selected()  # bad --layers/--until fail before anything else
-    driver = _driver(opts.dry_run, verbose)
-    results = Builder(target, opts, driver).run()
+    builder = Builder(target, opts, None)
+    prepared = builder.prepare()  # inputs are found and verified before the engine is even asked
+    builder.driver = driver = _driver(opts.dry_run, verbose)
+    results = builder.run(prepared)
     built = sum(r.status == "built" for r in results)
     print(f"{rendering.final_tag(target)}: {built} layer(s) built, {len(driver.builds)} docker build call(s)")
     for r in results:
