@@ -322,24 +322,24 @@ class Builder:
         install_tag = req.tags[0].replace(":content-", ":install-")
         final_tags, req.tags = req.tags, [install_tag]
         self.driver.build(req, f"{layer.name}/install")
-        argv = ["python", "/mnt/ctx/capture-env.py", cap["driver_libs"]]
-        for i, script in enumerate(cap["sources"]):
-            argv += (["--"] if i else []) + list(script)
-        env = json.loads(self.driver.run_capture(install_tag, argv, {ctx: "/mnt/ctx"}, req.platform))
-        env_ctx = ctx / "env"
-        env_ctx.mkdir(exist_ok=True)
-        (env_ctx / "Dockerfile").write_text(
-            render.template_env()
-            .get_template(cap["template"])
-            .render(env=env, env_sources=[" ".join(s) for s in cap["sources"]])
-        )
-        env_req = BuildRequest(
-            context=env_ctx, tags=final_tags, platform=req.platform, build_args={"INSTALL_IMAGE": install_tag},
-            labels=req.labels, network=req.network,
-        )  # fmt: skip
-        image_id = self.driver.build(env_req, f"{layer.name}/env")
-        self.driver.untag(install_tag)
-        return image_id
+        try:
+            argv = ["python", "/mnt/ctx/capture-env.py", cap["driver_libs"]]
+            for i, script in enumerate(cap["sources"]):
+                argv += (["--"] if i else []) + list(script)
+            env = json.loads(self.driver.run_capture(install_tag, argv, {ctx: "/mnt/ctx"}, req.platform))
+            env_ctx = ctx / "env"
+            env_ctx.mkdir(exist_ok=True)
+            sources = [" ".join(s) for s in cap["sources"]]
+            template = render.template_env().get_template(cap["template"])
+            (env_ctx / "Dockerfile").write_text(template.render(env=env, env_sources=sources))
+            env_req = BuildRequest(
+                context=env_ctx, tags=final_tags, platform=req.platform, build_args={"INSTALL_IMAGE": install_tag},
+                labels=req.labels, network=req.network,
+            )  # fmt: skip
+            return self.driver.build(env_req, f"{layer.name}/env")
+        finally:
+            # The install image lives on as the final image's parent; only its temporary tag goes.
+            self.driver.untag(install_tag)
 
     def _push(self, plan: BuildPlan, image_id: str) -> None:
         assert self.driver is not None
