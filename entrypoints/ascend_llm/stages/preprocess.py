@@ -1,0 +1,260 @@
+"""``ascend-llm preprocess``: tokenise a data set into Megatron .bin/.idx with preprocess_data.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ascend_llm import datafiles, preflight
+from ascend_llm.errors import UsageError
+from ascend_llm.options import Option, common, opt, positive_int
+from ascend_llm.script import Arg, LaunchScript
+from ascend_llm.stages.base import Stage, StageRequest, base_script, merge_extra, python
+
+ENTRY = "preprocess_data.py"
+HANDLERS = {
+    "pretrain": "GeneralPretrainHandler",
+    "alpaca": "AlpacaStyleInstructionHandler",
+    "sharegpt": "SharegptStyleInstructionHandler",
+    "openai": "SharegptStyleInstructionHandler",
+}
+OPENAI_MAP_KEYS = {
+    "messages": "messages",
+    "tags": {
+        "role_tag": "role",
+        "content_tag": "content",
+        "user_tag": "user",
+        "assistant_tag": "assistant",
+        "system_tag": "system",
+    },
+}
+SNIFF_LIMIT = 64 * 1024 * 1024
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class PreprocessStage(Stage):
+    """preprocess_data.py with the handler, map-keys and prompt type each data format needs."""
+
+    name = "preprocess"
+    summary = "Tokenise a data set into Megatron .bin/.idx files (pretrain, alpaca, sharegpt, openai)."
+    description = """\
+--format pretrain  {"text": ...} records -> <prefix>_text_document.{bin,idx}; pretrain takes
+                   --data <prefix>_text_document.
+--format alpaca    instruction/input/output records -> <prefix>_packed_{input_ids,attention_mask,
+                   labels}_document.{bin,idx}; sft/lora take --data <prefix>.
+--format sharegpt  "conversations" with from/value (human/gpt) -> the same packed files.
+--format openai    "messages" with role/content (user/assistant/system), as in the seed's business
+                   data -> the same packed files (ShareGPT handler with the OpenAI --map-keys).
+The output prefix's directory is created. Pass the bare prefix; preprocessing appends the suffixes."""
+    entry = ENTRY
+
+    def options(self) -> list[Option]:
+        return [
+            opt(
+                "format",
+                help="input layout",
+                choices=tuple(HANDLERS),
+                metavar="{pretrain,alpaca,sharegpt,openai}",
+                default_text="required",
+            ),
+            opt(
+                "input",
+                help="a .jsonl/.json/.parquet/.csv/.txt/.arrow file or a directory of one format",
+                metavar="PATH",
+                default_text="required",
+            ),
+            opt(
+                "output_prefix",
+                help="output prefix, e.g. /data/alpaca/alpaca (no suffix)",
+                metavar="PREFIX",
+                default_text="required",
+            ),
+            *common("tokenizer", "model", required=("tokenizer",), model="model preset (optional here)"),
+            opt(
+                "prompt_type",
+                help="chat template of alpaca/sharegpt/openai data",
+                default_text="qwen on MindSpeed-LLM 2.1.0, qwen3 on 2.2.0",
+                metavar="NAME",
+            ),
+            opt(
+                "map_keys",
+                help="JSON column mapping passed as --map-keys",
+                default_text="the OpenAI mapping for --format openai, else upstream's",
+                metavar="JSON",
+            ),
+            opt("json_keys", help="pretrain: JSON keys holding the text", nargs="+", default=["text"], metavar="KEY"),
+            opt("workers", help="tokeniser processes", type=positive_int, default=4, metavar="N"),
+            opt("log_interval", help="progress line every N records", type=positive_int, default=1000, metavar="N"),
+            opt("pack", help="pack several samples per sequence (needs --seq-length)", action="store_true"),
+            opt("seq_length", help="sequence length for --pack", type=positive_int, metavar="N"),
+            opt(
+                "enable_thinking",
+                help="Qwen3 thinking in the template (MindSpeed-LLM 2.2.0 only)",
+                choices=("true", "false"),
+                metavar="{true,false}",
+            ),
+            *common("config", "dry_run", "no_preflight", "log_dir", "env", "release"),
+        ]
+
+    def needs_model(self, action: str | None) -> bool:
+        return False
+
+    def preset_stage(self, action: str | None) -> str | None:
+        return None
+
+    def validate(self, req: StageRequest) -> None:
+        """Options that only make sense for some formats, and the 2.2.0-only --enable-thinking."""
+        self.require(req, "format", "input", "output_prefix", "tokenizer")
+        fmt = req.opts["format"]
+        if fmt == "pretrain":
+            self.forbid(
+                req, ("prompt_type", "map_keys", "pack", "enable_thinking"), "pretraining data has no chat template"
+            )
+        elif "json_keys" in req.explicit:
+            raise UsageError("--json-keys is for --format pretrain; instruction data uses --map-keys")
+        if req.opts.get("pack") and not req.opts.get("seq_length"):
+            raise UsageError("--pack needs --seq-length (the packed sequence length)")
+        if req.opts.get("enable_thinking") and req.release and not req.release.has_enable_thinking:
+            raise UsageError(
+                f"--enable-thinking needs MindSpeed-LLM 2.2.0; this image has "
+                f"{req.release.version}, whose preprocess_data.py does not implement it"
+            )
+        if req.opts.get("map_keys"):
+            try:
+                json.loads(req.opts["map_keys"])
+            except ValueError as exc:
+                raise UsageError(f"--map-keys is not valid JSON: {exc}") from None
+        if not req.opts.get("log_dir"):
+            req.opts["log_dir"] = str(Path(req.opts["output_prefix"]).parent / "logs")
+
+    def map_keys(self, req: StageRequest) -> str | None:
+        if req.opts.get("map_keys"):
+            return req.opts["map_keys"]
+        if req.opts["format"] == "openai":
+            return json.dumps(OPENAI_MAP_KEYS, separators=(",", ":"))
+        return None
+
+    def prompt_type(self, req: StageRequest) -> str | None:
+        if req.opts["format"] == "pretrain":
+            return None
+        return req.opts.get("prompt_type") or (req.release.qwen3_prompt_type if req.release else "qwen")
+
+    def preflight(self, req: StageRequest) -> list[str]:
+        """Input exists and looks like --format says; tokenizer; a bare, writable output prefix."""
+        o = req.opts
+        problems: list[str] = []
+        source = o["input"]
+        if not os.path.exists(source):
+            raw = req.raw.get("input") or ""
+            if HUB_NAME.match(raw):
+                req.notes.append(f"note: {raw} is not a local path; preprocess_data.py will try the HF hub")
+                o["input"] = raw
+            else:
+                problems.append(f"--input {source}: no such file or directory")
+        elif os.path.isfile(source) and not o.get("map_keys"):
+            problems += sniff(source, o["format"])
+        problems += preflight.tokenizer_dir(o["tokenizer"])
+        prefix_problem = datafiles.output_prefix_problem(o["output_prefix"], o["format"])
+        if prefix_problem:
+            problems.append(prefix_problem)
+        problems += preflight.writable_dir(str(Path(o["output_prefix"]).parent), "--output-prefix")
+        problems += preflight.writable_dir(o.get("log_dir"), "--log-dir")
+        if req.preset:
+            problems += preflight.transformers_knows(req.preset.hf_model_type, "preprocess")
+        if not req.dry_run:
+            problems += preflight.entry_script(ENTRY)
+        return problems
+
+    def compose(self, req: StageRequest) -> LaunchScript:
+        """Upstream's data_convert_qwen3_*.sh command; the output directory is created first."""
+        o = req.opts
+        fmt = o["format"]
+        args = [
+            Arg("--input", (o["input"],)),
+            Arg("--tokenizer-name-or-path", (o["tokenizer"],)),
+            Arg("--tokenizer-type", ("PretrainedFromHF",)),
+            Arg("--handler-name", (HANDLERS[fmt],)),
+            Arg("--output-prefix", (o["output_prefix"],)),
+        ]
+        if fmt == "pretrain":
+            args.append(Arg("--json-keys", tuple(o["json_keys"])))
+        args += [Arg("--workers", (str(o["workers"]),)), Arg("--log-interval", (str(o["log_interval"]),))]
+        prompt_type = self.prompt_type(req)
+        if prompt_type:
+            args.append(Arg("--prompt-type", (prompt_type,)))
+        map_keys = self.map_keys(req)
+        if map_keys:
+            args.append(Arg("--map-keys", (map_keys,)))
+        if o.get("pack"):
+            args += [Arg("--pack"), Arg("--seq-length", (str(o["seq_length"]),))]
+        if o.get("enable_thinking"):
+            args.append(Arg("--enable-thinking", (o["enable_thinking"],)))
+        out = o["output_prefix"]
+        result = f"{out}_text_document" if fmt == "pretrain" else f"{out}_packed_*_document"
+        script = base_script(req, f"writes {result}.{{bin,idx}}", [python()], distributed=False, entry=ENTRY)
+        script.args = merge_extra(args, req.extra)
+        script.make_dirs.append(str(Path(out).parent))
+        use = f"--data {out}_text_document" if fmt == "pretrain" else f"--data {out}"
+        script.notes.append(f"then train with {use}")
+        return script
+
+
+EXPECTED_KEYS: dict[str, Any] = {
+    "pretrain": ("text",),
+    "alpaca": ("instruction", "output"),
+    "sharegpt": ("conversations",),
+    "openai": ("messages",),
+}
+
+
+def first_record(path: str) -> dict[str, Any] | None:
+    """The first JSON record of a .jsonl/.json file (None for other formats or huge .json)."""
+    if path.endswith(".jsonl"):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    value = json.loads(line)
+                    return value if isinstance(value, dict) else None
+        return None
+    if path.endswith(".json") and os.path.getsize(path) <= SNIFF_LIMIT:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            value = json.load(handle)
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return value[0]
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def guess_format(record: dict[str, Any]) -> str | None:
+    for fmt in ("openai", "sharegpt", "alpaca", "pretrain"):
+        if all(k in record for k in EXPECTED_KEYS[fmt]):
+            return fmt
+    return None
+
+
+def sniff(path: str, fmt: str) -> list[str]:
+    """Check the first record has the keys --format expects; name the right format if not."""
+    try:
+        record = first_record(path)
+    except ValueError as exc:
+        return [f"--input {path}: not valid JSON ({exc})"]
+    except OSError as exc:
+        return [f"--input {path}: cannot read ({exc.strerror})"]
+    if record is None:
+        return []
+    expected = EXPECTED_KEYS[fmt]
+    if all(k in record for k in expected):
+        if fmt == "openai":
+            messages = record.get("messages")
+            if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in messages
+            ):
+                return [f"--input {path}: 'messages' must be a list of {{role, content}} objects"]
+        return []
+    guessed = guess_format(record)
+    keys = ", ".join(sorted(record)[:6])
+    hint = f"; it looks like --format {guessed}" if guessed else "; pass --map-keys to map your columns"
+    return [f"--input {path}: the first record has keys [{keys}], not {list(expected)} as --format {fmt} expects{hint}"]
