@@ -193,3 +193,15 @@ def test_offline_with_a_missing_package_lists_it(chain: Chain, tmp_path: Path) -
         Builder(chain.target, replace(chain.opts, dirs=dirs, network=NetworkOptions(offline=True)), driver).run()
     assert driver.builds == []
     assert nnal.name in str(info.value) and "obs.cn-east-2" in str(info.value)
+
+
+def test_the_image_runs_stages_and_plain_commands(chain: Chain, docker_client: Any) -> None:
+    """The entrypoint is the stage runner; anything that is not a stage runs as a command."""
+    assert "sft" in run(docker_client, chain.image, "--help") and "pretrain" in run(docker_client, chain.image)
+    script = run(
+        docker_client, chain.image, "sft", "--dry-run", "--no-preflight", "--model", "qwen3-14b",
+        "--load", "/ckpt", "--save", "/out", "--data", "/data/alpaca", "--tokenizer", "/hf",
+    )  # fmt: skip
+    assert script.startswith("#!/usr/bin/env bash") and "posttrain_gpt.py" in script and "--finetune" in script
+    assert run(docker_client, chain.image, "bash", "-c", "echo ok").strip() == "ok"
+    assert run(docker_client, chain.image, "python", "-c", "import tensorboard; print('tb')").strip() == "tb"

@@ -182,3 +182,48 @@ def base_image(os_name: str, arch: str | None, mirror: str | None, force: bool) 
         return build_base_image(os_name, arch, mirror, force=force)
     except BaseImageError as err:
         raise UserError(str(err)) from None
+
+
+def verify(
+    image: str | None,
+    target_choices: dict[str, str | None],
+    *,
+    tier: str = "all",
+    lock_dir: Path | None = None,
+    matrix_path: Path = DEFAULT_MATRIX,
+    devices: str | None = None,
+    docker_args: tuple[str, ...] = (),
+    keyword: str | None = None,
+    log_dir: Path | None = None,
+) -> int:
+    """``invoke verify``: run the image's checks, print one line per check and a verdict; the exit code."""
+    from . import verify as verifying
+
+    target = None
+    if image is None:
+        if not any(target_choices.values()):
+            raise UserError("name the image: --image TAG, or --cann ROW [--torch ..] [--arch ..] [--os ..] [--chip ..]")
+        target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
+        image = rendering.final_tag(target)
+    elif any(target_choices.values()):
+        raise UserError("give either --image or --cann/--torch/--arch/--os/--chip, not both")
+    verdict = verifying.run(
+        image,
+        tier=tier,
+        lock_dir=lock_dir,
+        matrix_path=matrix_path,
+        devices=devices,
+        docker_args=docker_args,
+        keyword=keyword,
+        target=target,
+        log_dir=log_dir or REPO / "build" / "verify",
+    )
+    print(verdict.summary())
+    return 0 if verdict.ok else 1
+
+
+def manifest(image: str, out: Path | None = None) -> tuple[Path, Path]:
+    """``invoke manifest``: write the image's manifest as JSON and Markdown."""
+    from . import manifest as manifests
+
+    return manifests.write(image, out or REPO / "build" / "manifests")

@@ -350,7 +350,9 @@ def constraints(t: Target, layer: str) -> str:
     """
     lines = ["# pip constraints rendered from matrix.yaml; applied to every pip install of this layer"]
     if layer != "base":
-        lines += [f"torch=={t.torch}", f"torch_npu=={t.torch_npu}", *t.row.pip_pins]
+        # CANN's own pins (protobuf, numpy) hold in every later layer too.
+        cann_pins = [d for d in t.matrix.cann_packages.python_deps if any(c in d for c in "<>=")]
+        lines += [f"torch=={t.torch}", f"torch_npu=={t.torch_npu}", *dict.fromkeys([*cann_pins, *t.row.pip_pins])]
     return "\n".join(lines) + "\n"
 
 
