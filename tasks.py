@@ -151,3 +151,139 @@ def base_image(c, os="debian-bookworm", arch=None, mirror=None, force=False):
     """Build an OS base image from a distribution mirror with debootstrap, for hosts without a registry."""
     tag = _run(lambda: commands.base_image(os, arch, mirror, force))
     print(tag)
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["docker_arg"],
+    help={
+        "image": "the image to check (tag or ID); or name it by --cann/--torch/--arch/--os/--chip",
+        **{k: v for k, v in CHOICES.items() if k != "matrix"},
+        "matrix": CHOICES["matrix"],
+        "tier": "1: anywhere (default: all = 1 and 2); 2: needs Ascend NPUs and the host driver",
+        "lock_dir": "folder of the row lock files the image was built with (default: locks/)",
+        "devices": "NPU numbers to pass into the container for tier 2, e.g. 0,1 (default: every /dev/davinciN)",
+        "docker_arg": "extra `docker run` argument for the check container, e.g. --runtime=ascend (repeatable)",
+        "keyword": "run only the checks matching this pytest -k expression",
+    },
+)
+def verify(c, image=None, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, tier="all",
+           lock_dir=None, devices=None, docker_arg=None, keyword=None):  # fmt: skip
+    """Check a built image inside a container: tier 1 anywhere, tier 2 on an Ascend host. Exit 1 on a failure."""
+    choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
+    code = _run(lambda: commands.verify(image, choices, tier=str(tier), lock_dir=Path(lock_dir) if lock_dir else None,
+                                        matrix_path=_matrix_path(matrix), devices=devices,
+                                        docker_args=tuple(docker_arg or ()), keyword=keyword))  # fmt: skip
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    auto_shortflags=False,
+    help={"image": "the image (tag or ID)", "out": "output folder (default: build/manifests/)"},
+)
+def manifest(c, image, out=None):
+    """Write what an image holds (OS packages, pip freeze, CANN, commits, matrix row, labels) as JSON and Markdown."""
+    paths = _run(lambda: commands.manifest(image, Path(out) if out else None))
+    for path in paths:
+        print(path)
+
+
+def _after_dashes(c) -> list[str]:
+    """The words after ``--`` exactly as typed (Invoke's ``c.remainder`` re-joins them with spaces)."""
+    import shlex
+    import sys
+
+    argv = sys.argv[1:]
+    return argv[argv.index("--") + 1 :] if "--" in argv else shlex.split(c.remainder or "")
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["mount", "env"],
+    help={
+        "image": "the image to run (the tag `invoke build` printed)",
+        "npus": "NPUs to pass: all (default), none (CPU-only stages), N, N-M or a list such as 0-3,6",
+        "host_type": "a2 (Atlas A2, NPUs 0-7; default) or a3 (Atlas A3, NPUs 0-15)",
+        "runtime": "ascend: use Ascend Docker Runtime (ASCEND_VISIBLE_DEVICES) instead of --device flags",
+        "privileged": "add --privileged (not needed for NPUs; refused with --runtime or a subset of --npus)",
+        "mount": "host directory for data/checkpoints/tokenizer, mounted at the same path; SRC:DST[:ro] (repeatable)",
+        "env": "NAME=VALUE for the container, e.g. HCCL_SOCKET_IFNAME=eth0 (repeatable)",
+        "name": "container name",
+        "network": "Docker network (default host: HCCL and torchrun listen on host ports)",
+        "shm_size": "shared memory size (default 64g)",
+        "ipc_host": "share the host's IPC namespace instead of --shm-size (as the seed guide did)",
+        "detach": "start in the background (docker logs -f NAME to follow)",
+        "interactive": "attach a terminal (-it), e.g. for `-- bash`",
+        "keep": "keep the container after it exits (no --rm)",
+        "print": "print the docker run line instead of running it; checks nothing on this host",
+    },
+)
+def run(c, image=None, npus="all", host_type="a2", runtime=None, privileged=False, mount=None, env=None, name=None,
+        network="host", shm_size=None, ipc_host=False, detach=False, interactive=False, keep=False,
+        print=False):  # fmt: skip
+    """Run a stage in a container on this Atlas host: invoke run --image TAG [--npus 0-7] -- pretrain ..."""
+    from ascend_stack.run import RunOptions
+
+    opts = RunOptions(
+        image=image or "", command=_after_dashes(c), npus=str(npus), host_type=host_type, runtime=runtime,
+        privileged=privileged, mounts=list(mount or ()), env=list(env or ()), name=name, network=network,
+        shm_size=shm_size, ipc_host=ipc_host, detach=detach, interactive=interactive, keep=keep,
+    )  # fmt: skip
+    text = _run(lambda: commands.run_stage(opts, show=print))
+    if text:
+        import sys
+
+        sys.stdout.write(text)
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["volume", "pvc", "env", "node_selector"],
+    help={
+        "image": "the image the nodes pull (push it with invoke build --push REGISTRY)",
+        "nodes": "number of nodes (pods), one per node with all its NPUs",
+        "kind": "volcano (Volcano Job), pytorchjob (Kubeflow PyTorchJob) or ascendjob (MindCluster AscendJob)",
+        "name": "job name (default ascend-llm)",
+        "namespace": "namespace to put in the manifest (default: none, kubectl's current one)",
+        "host_type": "a2 (8 NPUs per node; default) or a3 (16)",
+        "npus_per_node": "NPUs per pod (default: all of the host type's)",
+        "resource": "device-plugin resource name (default huawei.com/Ascend910; some clusters use huawei.com/npu)",
+        "shm_size": "size limit of the memory-backed /dev/shm (default 64Gi)",
+        "pod_network": "use the pod network instead of host networking",
+        "no_driver_mounts": "do not mount the host driver (the nodes' Ascend Docker Runtime mounts it)",
+        "volume": "host path on every node (shared storage) for data/checkpoints: /PATH[:/MOUNT] (repeatable)",
+        "pvc": "persistent volume claim: CLAIM:/MOUNT (repeatable)",
+        "env": "NAME=VALUE for the container, e.g. HCCL_SOCKET_IFNAME=eth0 (repeatable)",
+        "node_selector": "LABEL=VALUE the nodes must carry (repeatable; ascendjob adds accelerator-type)",
+        "queue": "Volcano queue (default: default)",
+        "out": "write the manifest to this file instead of stdout",
+    },
+)
+def k8s(c, image=None, nodes=None, kind=None, name="ascend-llm", namespace=None, host_type="a2", npus_per_node=None,
+        resource="huawei.com/Ascend910", shm_size="64Gi", pod_network=False, no_driver_mounts=False, volume=None,
+        pvc=None, env=None, node_selector=None, queue="default", out=None):  # fmt: skip
+    """Write a Volcano Job / PyTorchJob / AscendJob manifest that runs a stage on N nodes (YAML to stdout or --out)."""
+    import sys
+
+    from ascend_stack.k8s import ManifestOptions
+
+    def build() -> str:
+        try:
+            count = int(nodes) if nodes is not None else 0
+            per_node = int(npus_per_node) if npus_per_node is not None else None
+        except ValueError:
+            raise UserError(f"--nodes {nodes} / --npus-per-node {npus_per_node}: whole numbers") from None
+        if nodes is None:
+            raise UserError("--nodes is required: how many nodes (pods) the job spans")
+        opts = ManifestOptions(
+            image=image or "", command=_after_dashes(c), nodes=count, kind=kind or "", name=name,
+            namespace=namespace, host_type=host_type, npus_per_node=per_node, resource=resource, shm_size=shm_size,
+            host_network=not pod_network, driver_mounts=not no_driver_mounts, volumes=list(volume or ()),
+            pvcs=list(pvc or ()), env=list(env or ()), node_selector=list(node_selector or ()), queue=queue,
+        )  # fmt: skip
+        argv = sys.argv[1:]
+        argv = argv[argv.index("k8s") :] if "k8s" in argv else []  # the task's own words, for the header
+        return commands.k8s_manifest(opts, Path(out) if out else None, argv)
+
+    sys.stdout.write(_run(build))

@@ -52,14 +52,18 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def run_pkg(pkg: Path, *args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(pkg), *args], env=env, input=stdin, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(["bash", str(pkg), *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def sourced(script: Path, *args: str, env: dict[str, str]) -> dict[str, str]:
     """The environment after ``source script args`` (as images/cann/capture-env.py sources it)."""
-    out = subprocess.run(["bash", "-c", 'set -e; source "$0" "$@"; env -0', str(script), *args], env=env,
-                         capture_output=True, check=True, timeout=60).stdout.decode()
+    out = subprocess.run(
+        ["bash", "-c", 'set -e; source "$0" "$@"; env -0', str(script), *args],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
     return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 
 
@@ -78,8 +82,9 @@ def global_records() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def pkgs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_cann_packages(tmp_path_factory.mktemp("pkgs"), VERSION, ARCH, chips=("910b", "A3"),
-                              payload_bytes=PAYLOAD)
+    return make_cann_packages(
+        tmp_path_factory.mktemp("pkgs"), VERSION, ARCH, chips=("910b", "A3"), payload_bytes=PAYLOAD
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +162,7 @@ def test_info_list_and_extract(tmp_path: Path, pkgs: dict[str, Path]) -> None:
         ("nnal", ["--quiet", "--full"]),
     ],
 )
-def test_unknown_options_print_usage_and_fail(tmp_path: Path, pkgs: dict[str, Path], key: str,
-                                              args: list[str]) -> None:
+def test_unknown_options_print_usage_and_fail(tmp_path: Path, pkgs: dict[str, Path], key: str, args: list[str]) -> None:
     r = run_pkg(pkgs[key], *args, f"--install-path={tmp_path / 'Ascend'}", env=clean_env(tmp_path))
     assert r.returncode == 1
     assert r.stderr.startswith(f"Usage: {pkgs[key]} [options]")
@@ -203,8 +207,9 @@ def test_bad_combinations_are_refused(tmp_path: Path, pkgs: dict[str, Path], arg
     assert "[Toolkit] [ERROR]" in r.stderr
 
 
-@pytest.mark.parametrize(("answer", "accepted"), [("y\n", True), ("Y\n", True), ("n\n", False), ("", False),
-                                                  ("yes\n", False)])
+@pytest.mark.parametrize(
+    ("answer", "accepted"), [("y\n", True), ("Y\n", True), ("n\n", False), ("", False), ("yes\n", False)]
+)
 def test_eula_is_asked_without_quiet(tmp_path: Path, pkgs: dict[str, Path], answer: str, accepted: bool) -> None:
     install = tmp_path / "Ascend"
     r = run_pkg(pkgs["toolkit"], "--install", f"--install-path={install}", env=clean_env(tmp_path), stdin=answer)
@@ -216,8 +221,9 @@ def test_eula_is_asked_without_quiet(tmp_path: Path, pkgs: dict[str, Path], answ
 
 
 def test_quiet_does_not_read_stdin(tmp_path: Path, pkgs: dict[str, Path]) -> None:
-    r = run_pkg(pkgs["toolkit"], "-q", "--install", f"--install-path={tmp_path / 'A'}", env=clean_env(tmp_path),
-                stdin="n\n")
+    r = run_pkg(
+        pkgs["toolkit"], "-q", "--install", f"--install-path={tmp_path / 'A'}", env=clean_env(tmp_path), stdin="n\n"
+    )
     assert r.returncode == 0, r.stderr
     assert "EULA" not in r.stdout
 
@@ -262,12 +268,18 @@ def test_toolkit_layout_and_version_files(installed: Path) -> None:
     cfg = (latest / "version.cfg").read_text().splitlines()
     assert cfg[0] == "# version: 1.0"
     running = [line for line in cfg if line.startswith("runtime_running_version=")]
-    assert len(running) == 1 and re.fullmatch(rf"runtime_running_version=\[7\.\d+\.\d+\.\d+\.\d+:{VERSION}\]",
-                                              running[0])
+    assert len(running) == 1 and re.fullmatch(
+        rf"runtime_running_version=\[7\.\d+\.\d+\.\d+\.\d+:{VERSION}\]", running[0]
+    )
     assert read_kv(latest / "toolkit" / "version.info")["version_dir"] == VERSION
-    for rel in ("lib64/libascendcl.so", "lib64/libhccl.so", "lib64/plugin/opskernel/libfe.so",
-                "include/acl/acl.h", "python/site-packages/te/__init__.py",
-                f"opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}/liboptiling.so"):
+    for rel in (
+        "lib64/libascendcl.so",
+        "lib64/libhccl.so",
+        "lib64/plugin/opskernel/libfe.so",
+        "include/acl/acl.h",
+        "python/site-packages/te/__init__.py",
+        f"opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}/liboptiling.so",
+    ):
         assert (latest / rel).is_file(), rel
     assert "stand-in" in (latest / "lib64" / "libascendcl.so").read_text()
 
@@ -286,20 +298,26 @@ def test_toolkit_set_env_exports_the_real_variables(installed: Path, tmp_path: P
     assert env["ASCEND_OPP_PATH"] == f"{home}/opp"
     assert env["TOOLCHAIN_HOME"] == f"{home}/toolkit"
     libs = env["LD_LIBRARY_PATH"].split(":")
-    for sub in ("lib64", "lib64/plugin/opskernel", "lib64/plugin/nnengine",
-                f"opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}", "tools/aml/lib64"):
+    for sub in (
+        "lib64",
+        "lib64/plugin/opskernel",
+        "lib64/plugin/nnengine",
+        f"opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}",
+        "tools/aml/lib64",
+    ):
         assert f"{home}/{sub}" in libs, sub
     assert "/usr/local/Ascend/driver/lib64/driver" in libs
-    assert env["PYTHONPATH"].split(":")[:2] == [f"{home}/python/site-packages",
-                                                f"{home}/opp/built-in/op_impl/ai_core/tbe"]
+    assert env["PYTHONPATH"].split(":")[:2] == [
+        f"{home}/python/site-packages",
+        f"{home}/opp/built-in/op_impl/ai_core/tbe",
+    ]
     path = env["PATH"].split(":")
     assert path[:2] == [f"{home}/bin", f"{home}/compiler/ccec_compiler/bin"]
     ccec = subprocess.run(["bash", "-c", "ccec --version"], env=env, capture_output=True, text=True)
     assert ccec.returncode == 0 and "stand-in" in ccec.stdout
 
 
-def test_install_for_all_decides_what_other_users_see(installed: Path, pkgs: dict[str, Path],
-                                                      tmp_path: Path) -> None:
+def test_install_for_all_decides_what_other_users_see(installed: Path, pkgs: dict[str, Path], tmp_path: Path) -> None:
     shared = installed / "ascend-toolkit" / VERSION / "version.cfg"
     assert shared.stat().st_mode & 0o004
     assert (installed / "ascend-toolkit" / VERSION).stat().st_mode & 0o005 == 0o005
@@ -328,8 +346,13 @@ def test_toolkit_reinstall_upgrade_and_uninstall(tmp_path: Path, pkgs: dict[str,
 
 
 def test_relative_install_path_is_taken_from_the_working_directory(tmp_path: Path, pkgs: dict[str, Path]) -> None:
-    r = subprocess.run(["bash", str(pkgs["toolkit"]), "-q", "--install", "--install-path=rel/Ascend"],
-                       cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True)
+    r = subprocess.run(
+        ["bash", str(pkgs["toolkit"]), "-q", "--install", "--install-path=rel/Ascend"],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     info = read_kv(tmp_path / "rel/Ascend/ascend-toolkit/latest" / f"{ARCH}-linux/ascend_toolkit_install.info")
     assert info["path"] == f"{tmp_path}/rel/Ascend/ascend-toolkit/{VERSION}/{ARCH}-linux"
@@ -345,8 +368,13 @@ def test_default_path_of_a_non_root_user(pkgs: dict[str, Path]) -> None:
         shutil.copy(pkgs["toolkit"], pkg)
         pkg.chmod(0o755)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home)}
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(pkg),
-                            "-q", "--install"], env=env, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(pkg), "-q", "--install"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         assert (home / "Ascend" / "ascend-toolkit" / "latest" / "version.cfg").is_file()
         assert (home / "Ascend" / "ascend_cann_install.info").read_text() == f"Install_Path={home}/Ascend\n"
@@ -407,8 +435,9 @@ def test_a3_kernels_devel_and_uninstall(tmp_path: Path, pkgs: dict[str, Path]) -
 
 
 @pytest.mark.parametrize("toolkit_home", [None, "/nonexistent/ascend-toolkit/latest"])
-def test_nnal_refuses_without_the_sourced_toolkit(tmp_path: Path, pkgs: dict[str, Path],
-                                                  toolkit_home: str | None) -> None:
+def test_nnal_refuses_without_the_sourced_toolkit(
+    tmp_path: Path, pkgs: dict[str, Path], toolkit_home: str | None
+) -> None:
     env = clean_env(tmp_path, **({"ASCEND_TOOLKIT_HOME": toolkit_home} if toolkit_home else {}))
     r = run_pkg(pkgs["nnal"], "-q", "--install", f"--install-path={tmp_path / 'A'}", env=env)
     assert r.returncode == 1
@@ -441,8 +470,9 @@ def fake_torch(tmp: Path, body: str) -> str:
         ([], "raise ImportError('no torch here')\n", 1),
     ],
 )
-def test_nnal_set_env_chooses_the_cxx_abi(installed: Path, tmp_path: Path, args: list[str],
-                                           torch_body: str | None, abi: int) -> None:
+def test_nnal_set_env_chooses_the_cxx_abi(
+    installed: Path, tmp_path: Path, args: list[str], torch_body: str | None, abi: int
+) -> None:
     extra = {"PYTHONPATH": fake_torch(tmp_path, torch_body)} if torch_body else {}
     env = sourced(installed / "nnal" / "atb" / "set_env.sh", *args, env=clean_env(tmp_path, **extra))
     home = f"{installed}/nnal/atb/latest/atb/cxx_abi_{abi}"
@@ -476,8 +506,13 @@ def files(repo: Path, ref: str = "HEAD") -> set[str]:
 def test_repos_branches_and_tags(repos: dict[str, Path]) -> None:
     assert list(repos) == list(REPOS)
     heads = {name: git(path, "symbolic-ref", "--short", "HEAD") for name, path in repos.items()}
-    assert heads == {"mindspeed": "master", "mindspeed-llm": "2.1.0", "megatron": "core_r0.8.0",
-                     "apex": "master", "nvidia-apex": "master"}
+    assert heads == {
+        "mindspeed": "master",
+        "mindspeed-llm": "2.1.0",
+        "megatron": "core_r0.8.0",
+        "apex": "master",
+        "nvidia-apex": "master",
+    }
     llm = repos["mindspeed-llm"]
     tag = git(llm, "rev-parse", "v2.1.0^{commit}")
     assert tag != git(llm, "rev-parse", "2.1.0")
@@ -493,14 +528,27 @@ def test_repos_are_deterministic(repos: dict[str, Path], tmp_path: Path) -> None
 
 def test_repos_layout(repos: dict[str, Path]) -> None:
     assert {"setup.py", "requirements.txt", "mindspeed/__init__.py", "mindspeed/megatron_adaptor.py"} <= files(
-        repos["mindspeed"])
+        repos["mindspeed"]
+    )
     llm = files(repos["mindspeed-llm"])
-    assert {"convert_ckpt.py", "preprocess_data.py", "pretrain_gpt.py", "posttrain_gpt.py", "inference.py",
-            "evaluation.py", "mindspeed_llm/__init__.py", "requirements.txt"} <= llm
+    assert {
+        "convert_ckpt.py",
+        "preprocess_data.py",
+        "pretrain_gpt.py",
+        "posttrain_gpt.py",
+        "inference.py",
+        "evaluation.py",
+        "mindspeed_llm/__init__.py",
+        "requirements.txt",
+    } <= llm
     assert any(f.startswith("configs/") for f in llm)
     assert any(f.startswith("examples/mcore/qwen3/") and f.endswith(".sh") for f in llm)
-    assert {"megatron/core/__init__.py", "megatron/training/__init__.py", "megatron/legacy/__init__.py",
-            "megatron/core/package_info.py"} <= files(repos["megatron"])
+    assert {
+        "megatron/core/__init__.py",
+        "megatron/training/__init__.py",
+        "megatron/legacy/__init__.py",
+        "megatron/core/package_info.py",
+    } <= files(repos["megatron"])
     apex = files(repos["apex"])
     assert {"patch/npu.patch", "scripts/build.sh"} <= apex
     assert any(f.startswith("src/apex/") for f in apex) and any(f.startswith("tests/") for f in apex)
@@ -519,8 +567,13 @@ def test_requirements_are_small_pure_python_packages(repos: dict[str, Path]) -> 
 
 def test_mindspeed_setup_py(repos: dict[str, Path]) -> None:
     pytest.importorskip("setuptools")
-    r = subprocess.run([sys.executable, "setup.py", "--name", "--version"], cwd=repos["mindspeed"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "--name", "--version"],
+        cwd=repos["mindspeed"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["mindspeed", "0.8.0"]
 
@@ -529,15 +582,27 @@ def test_mindspeed_llm_entry_scripts_need_megatron_copied_in(repos: dict[str, Pa
     llm = tmp_path / "MindSpeed-LLM"
     shutil.copytree(repos["mindspeed-llm"], llm, ignore=shutil.ignore_patterns(".git"))
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repos["mindspeed"]), "RANK": "3", "WORLD_SIZE": "8"}
-    missing = subprocess.run([sys.executable, str(llm / "pretrain_gpt.py")], cwd=tmp_path, env=env,
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, str(llm / "pretrain_gpt.py")], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr
     shutil.copytree(repos["megatron"] / "megatron", llm / "megatron")  # as images/mindspeed does
-    scripts = ["convert_ckpt.py", "preprocess_data.py", "pretrain_gpt.py", "posttrain_gpt.py", "inference.py",
-               "evaluation.py"]
+    scripts = [
+        "convert_ckpt.py",
+        "preprocess_data.py",
+        "pretrain_gpt.py",
+        "posttrain_gpt.py",
+        "inference.py",
+        "evaluation.py",
+    ]
     for script in scripts:
-        r = subprocess.run([sys.executable, str(llm / script), "--seq-length", "4096"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, str(llm / script), "--seq-length", "4096"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         record = json.loads(r.stdout)
         assert record["stand_in"] == "MindSpeed-LLM" and record["script"] == script
@@ -561,8 +626,13 @@ def apex_tree(repos: dict[str, Path], dest: Path, patched: bool = True) -> Path:
 def build_wheel(tree: Path, dist: Path) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("setuptools")
     pytest.importorskip("wheel")
-    return subprocess.run([sys.executable, "setup.py", "--cpp_ext", "--npu_float_status", "bdist_wheel",
-                           "--dist-dir", str(dist)], cwd=tree, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "setup.py", "--cpp_ext", "--npu_float_status", "bdist_wheel", "--dist-dir", str(dist)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
@@ -576,8 +646,11 @@ def test_ascend_apex_patch_applies_and_builds_the_wheel(repos: dict[str, Path], 
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         metadata = zf.read("apex-0.1+ascend.dist-info/METADATA").decode()
-    assert {"apex/__init__.py", "apex/optimizers/npu_fused_adam.py",
-            "apex/contrib/combine_tensors/__init__.py"} <= names
+    assert {
+        "apex/__init__.py",
+        "apex/optimizers/npu_fused_adam.py",
+        "apex/contrib/combine_tensors/__init__.py",
+    } <= names
     assert "Version: 0.1+ascend" in metadata.splitlines()
 
 
@@ -593,10 +666,15 @@ def test_ascend_apex_build_script(repos: dict[str, Path], tmp_path: Path) -> Non
     work = tmp_path / "ascend-apex"
     git(tmp_path, "clone", "-q", str(repos["apex"]), str(work))
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    env = {**os.environ, "NVIDIA_APEX_URL": str(repos["nvidia-apex"]), "NVIDIA_APEX_REF": "master",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    r = subprocess.run(["bash", "scripts/build.sh", f"--python={py}"], cwd=work, env=env, capture_output=True,
-                       text=True, timeout=120)
+    env = {
+        **os.environ,
+        "NVIDIA_APEX_URL": str(repos["nvidia-apex"]),
+        "NVIDIA_APEX_REF": "master",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    r = subprocess.run(
+        ["bash", "scripts/build.sh", f"--python={py}"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert [p.name.split("-")[:2] for p in (work / "apex" / "dist").iterdir()] == [["apex", "0.1+ascend"]]
 

@@ -82,7 +82,7 @@ def build_request(stage: Stage, argv: Sequence[str]) -> StageRequest:
     preset = load_preset(model) if model else None
     if stage.needs_model(action) and preset is None:
         raise UsageError(f"{stage.name} needs --model: one of {', '.join(available_presets())} (or a preset YAML file)")
-    section = stage.preset_stage(action)
+    section = stage.preset_section(action, {**config, **flags})
     preset_values = preset.stage(section).values if preset and section else {}
     opts = resolve(options, flags, config, preset_values)
     release = resolve_release(opts.get("release"), read_stack()) if stage.uses_mindspeed(action) else None
@@ -145,10 +145,10 @@ def run_stage(stage: Stage, argv: Sequence[str]) -> int:
         with open(log, "w", encoding="utf-8") as handle:
             handle.write("".join(f"# {line}\n" for line in text.splitlines()))
     stage.before_run(req)
-    code = run_script(text, log, graceful_term=stage.graceful_term(req))
-    stage.after_run(req, code)
+    code = run_script(text, log, graceful_term=stage.graceful_term(req), watch=stage.watcher(req))
     if code and log:
         sys.stderr.write(f"ascend-llm: {req.label} failed with exit status {code}; log: {log}\n")
+    stage.after_run(req, code)
     return code
 
 

@@ -6,7 +6,9 @@ and the launchers disagree on what ``WORLD_SIZE`` and ``RANK`` mean:
 * MindCluster (Ascend Operator): ``RANK`` = pod rank, ``WORLD_SIZE`` = total NPUs,
   ``LOCAL_WORLD_SIZE`` = NPUs in this pod.
 * Volcano (pytorch plugin): ``RANK`` = pod rank, ``WORLD_SIZE`` = number of pods,
-  ``VC_TASK_INDEX`` = pod index inside its task.
+  ``VC_TASK_INDEX`` = pod index inside its task; without the plugin the svc plugin's
+  ``VC_<TASK>_NUM`` give the pod count, and ``VC_TASK_INDEX`` is the node rank only in a one-task job;
+  ``NPUS_PER_NODE`` (set by ``invoke k8s``) gives the processes per pod.
 * Kubeflow PyTorchJob: ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``.
 * By hand: ``MASTER_ADDR``, ``MASTER_PORT``, ``NNODES``, ``NODE_RANK`` (the upstream scripts' names).
 
@@ -83,6 +85,20 @@ def _nnodes(env: Mapping[str, str], name: str, launcher: str) -> int | None:
     return _int({name: raw} if raw is not None else {}, name, launcher)
 
 
+def _volcano_tasks(env: Mapping[str, str], launcher: str) -> dict[str, int]:
+    """The svc plugin's ``VC_<TASK>_NUM`` (older releases: ``VK_``): pods per task, in name order."""
+    tasks: dict[str, int] = {}
+    for prefix in ("VC_", "VK_"):
+        for name in sorted(env):
+            if name.startswith(prefix) and name.endswith("_NUM") and len(name) > len(prefix) + 4:
+                count = _int(env, name, launcher)
+                if count is not None:
+                    tasks[name] = count
+        if tasks:
+            break
+    return tasks
+
+
 def from_environment(env: Mapping[str, str]) -> tuple[str, dict[str, Any], dict[str, str]]:
     """Detect the launcher; return its name, the values it implies and the variables used."""
     values: dict[str, Any] = {}
@@ -105,6 +121,13 @@ def from_environment(env: Mapping[str, str]) -> tuple[str, dict[str, Any], dict[
         put("nnodes", _nnodes(env, "PET_NNODES", launcher), f"PET_NNODES={env.get('PET_NNODES')}")
         rank_var = "PET_NODE_RANK" if "PET_NODE_RANK" in env else "RANK"
         put("node_rank", _int(env, rank_var, launcher), f"{rank_var}={env.get(rank_var)}")
+        world = _int(env, "WORLD_SIZE", launcher)
+        nnodes, nproc = values.get("nnodes"), values.get("nproc_per_node")
+        if world is not None and nnodes and nproc and world not in (nnodes * nproc, nnodes):
+            raise UsageError(
+                f"WORLD_SIZE={world} ({launcher}) is neither PET_NNODES x PET_NPROC_PER_NODE = "
+                f"{nnodes} x {nproc} nor PET_NNODES = {nnodes}: the job's replicas and nprocPerNode disagree"
+            )
     elif "MINDX_TASK_ID" in env or (
         "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env and "VC_TASK_INDEX" not in env and "VK_TASK_INDEX" not in env
     ):
@@ -122,12 +145,26 @@ def from_environment(env: Mapping[str, str]) -> tuple[str, dict[str, Any], dict[
         put("node_rank", _int(env, "RANK", launcher), f"RANK={env.get('RANK')}")
     elif "VC_TASK_INDEX" in env or "VK_TASK_INDEX" in env:
         launcher = "Volcano"
-        put("nnodes", _int(env, "WORLD_SIZE", launcher), f"WORLD_SIZE={env.get('WORLD_SIZE')}")
+        tasks = _volcano_tasks(env, launcher)
+        if "WORLD_SIZE" in env:
+            put("nnodes", _int(env, "WORLD_SIZE", launcher), f"WORLD_SIZE={env.get('WORLD_SIZE')}")
+        elif tasks:
+            put("nnodes", sum(tasks.values()), "+".join(f"{name}={count}" for name, count in tasks.items()))
         if "RANK" in env:
             put("node_rank", _int(env, "RANK", launcher), f"RANK={env.get('RANK')}")
         else:
             index_var = "VC_TASK_INDEX" if "VC_TASK_INDEX" in env else "VK_TASK_INDEX"
+            if len(tasks) > 1:
+                raise UsageError(
+                    f"{index_var} counts pods inside one task, but this Volcano job has {len(tasks)} tasks "
+                    f"({', '.join(tasks)}) and no RANK: enable the job's pytorch plugin (it sets RANK, "
+                    f"WORLD_SIZE, MASTER_ADDR) or pass --node-rank"
+                )
             put("node_rank", _int(env, index_var, launcher), f"{index_var}={env.get(index_var)}")
+        for name in ("NPUS_PER_NODE", "NPROC_PER_NODE"):  # the plugin says nothing about processes per pod
+            if name in env:
+                put("nproc_per_node", _int(env, name, launcher), f"{name}={env.get(name)}")
+                break
     elif any(name in env for name in ("MASTER_ADDR", "NNODES", "NODE_RANK")):
         launcher = "environment"
         put("nnodes", _int(env, "NNODES", launcher), f"NNODES={env.get('NNODES')}")
@@ -151,6 +188,8 @@ def resolve_rendezvous(
 ) -> Rendezvous:
     """Combine the sources (flags > launcher env > config > preset > defaults) and validate."""
     launcher, from_env, used = from_environment(env)
+    if launcher == "environment":
+        _refuse_process_counts(env, flags, from_env)
     chosen: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in KEYS:
@@ -178,12 +217,29 @@ def resolve_rendezvous(
     return rdzv
 
 
+def _refuse_process_counts(env: Mapping[str, str], flags: Mapping[str, Any], from_env: Mapping[str, Any]) -> None:
+    """By hand, ``WORLD_SIZE``/``RANK`` without ``NNODES``/``NODE_RANK`` are ambiguous: torch counts
+    processes with them, the cluster launchers count pods. Running on as one node would be wrong either way."""
+    world, rank = env.get("WORLD_SIZE", "").strip(), env.get("RANK", "").strip()
+    if world in ("", "1") and rank in ("", "0"):
+        return
+    if "nnodes" in from_env or flags.get("nnodes") is not None:
+        return
+    raise UsageError(
+        f"WORLD_SIZE={world or '?'} RANK={rank or '?'} are set but NNODES/NODE_RANK are not: ascend-llm "
+        f"counts nodes, so pass --nnodes/--node-rank (or NNODES/NODE_RANK) and --nproc-per-node"
+    )
+
+
 def validate(rdzv: Rendezvous) -> None:
     """Refuse combinations torchrun would hang or fail on, each in one line."""
 
     def where(key: str) -> str:
         source = rdzv.sources.get(key)
         return f" (from {source})" if source and source not in ("flag", "config") else ""
+
+    if rdzv.node_rank < 0:
+        raise UsageError(f"node rank {rdzv.node_rank}{where('node_rank')} must be 0 or more")
 
     if rdzv.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node must be at least 1, got {rdzv.nproc_per_node}{where('nproc_per_node')}")

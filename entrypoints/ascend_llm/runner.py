@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 from ascend_llm.errors import EXIT_CHECKPOINT_NOT_LOADED
 
@@ -108,8 +108,11 @@ def run_script(
     graceful_term: bool = False,
     out: BinaryIO | None = None,
     err: BinaryIO | None = None,
+    watch: Callable[[bytes], None] | None = None,
 ) -> int:
-    """Run bash ``text``; tee its output; return its exit status (see module doc)."""
+    """Run bash ``text``; tee its output; return its exit status (see module doc).
+
+    ``watch``, if given, sees every chunk of the output as it arrives (a stage reading its own markers)."""
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr.buffer
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - closed in finally
@@ -149,6 +152,8 @@ def run_script(
             out = _write(out, chunk)
             if log:
                 _write(log, chunk)
+            if watch is not None:
+                watch(chunk)
             window = tail + chunk
             for marker, message in CHECKPOINT_MARKERS:
                 if marker in window and message not in seen:

@@ -25,7 +25,7 @@ def clean(value: str) -> str:
 def main(argv: list[str]) -> int:
     driver_libs, rest = argv[0], argv[1:]
     scripts, current = [], []
-    for arg in rest + ["--"]:
+    for arg in [*rest, "--"]:
         if arg == "--":
             if current:
                 scripts.append(current)

@@ -227,3 +227,34 @@ def manifest(image: str, out: Path | None = None) -> tuple[Path, Path]:
     from . import manifest as manifests
 
     return manifests.write(image, out or REPO / "build" / "manifests")
+
+
+def run_stage(opts: run.RunOptions, show: bool = False) -> str | None:  # noqa: F821 (a lazy import, below)
+    """``invoke run``: the ``docker run`` line for one stage. With ``show``, return it as text; otherwise
+    check the host and replace this process with ``docker`` (its exit status is the stage's)."""
+    import os as _os
+
+    from . import run as running
+
+    line = running.docker_run(opts)
+    if show:
+        return line.render()
+    exe = running.check_host(line)
+    _os.execv(exe, [exe, *line.argv[1:]])
+    return None  # pragma: no cover - execv does not return
+
+
+def k8s_manifest(
+    opts: k8s.ManifestOptions,  # noqa: F821 (a lazy import, below)
+    out: Path | None = None,
+    argv: list[str] | None = None,
+) -> str:
+    """``invoke k8s``: the manifest as YAML; written to ``out`` when given (then the path is returned)."""
+    from . import k8s as manifests
+
+    text = manifests.render(opts, argv or [])
+    if out is None:
+        return text
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return f"wrote {out} ({opts.kind}, {opts.nodes} node(s)): kubectl apply -f {out}\n"

@@ -16,7 +16,15 @@ from typing import Any
 from . import __version__, render
 from .container import Container, inspect_image, running
 from .errors import UserError
-from .verify import KERNEL_DIRS, NNAL_HOME, STACK_JSON, TOOLKIT_HOME, parse_key_values, version_cfg_versions
+from .verify import (
+    KERNEL_DIRS,
+    NNAL_HOME,
+    STACK_JSON,
+    TOOLKIT_HOME,
+    parse_key_values,
+    standin_reason,
+    version_cfg_versions,
+)
 
 SCHEMA = 1
 _ROW_LABELS = ("row", "cann", "chip", "hdk-min", "os", "python", "arch", "torch", "torch-npu", "apex", "mindspeed",
@@ -46,7 +54,9 @@ def cann_versions(box: Container, arch: str) -> dict[str, Any]:
     kernels = box.exec(f"ls {TOOLKIT_HOME}/opp/built-in/op_impl/ai_core/tbe/kernel").stdout.split()
     chips = {d: chip for chip, d in KERNEL_DIRS.items()}
     toolkit = parse_key_values(info) if info else {}
+    head = box.exec(f"head -c 200 {TOOLKIT_HOME}/lib64/libascendcl.so")
     return {
+        "stand_in": standin_reason(head.stdout.encode(), "libascendcl.so") if head.returncode == 0 else None,
         "toolkit": toolkit.get("version"),
         "toolkit_innerversion": toolkit.get("innerversion"),
         "components": version_cfg_versions(cfg) if cfg else {},
@@ -101,6 +111,8 @@ def to_markdown(data: dict[str, Any]) -> str:
     out = [f"# Manifest of `{img['tag']}`", "", f"Image ID `{img['id']}`, created {img['created']}, {img['arch']}.", ""]
     out += ["## Matrix row (labels)", "", *_table(("field", "value"), list(row.items())), ""]
     out += ["## CANN", ""]
+    if cann.get("stand_in"):
+        out += [f"**Not a real CANN**: {cann['stand_in']}.", ""]
     out += _table(
         ("component", "version"),
         [("toolkit", cann["toolkit"]), ("toolkit inner version", cann["toolkit_innerversion"]),

@@ -64,6 +64,7 @@ DRIVER_MOUNTS = (
 # Set per container by Ascend Docker Runtime or per process by the user; never baked into an image
 # (hiascend mindcluster dlruntime_ug_006; ascend-runtime.md §2.2).
 RUNTIME_ONLY_VARIABLES = (
+    "ASCEND_DOCKER_RUNTIME",
     "ASCEND_VISIBLE_DEVICES",
     "ASCEND_RUNTIME_OPTIONS",
     "ASCEND_RUNTIME_MOUNTS",
@@ -282,8 +283,11 @@ def env_problems(
 def npu_run_args(devices: str | None = None, dev: Path = Path("/dev")) -> list[str]:
     """``docker run`` arguments that pass this host's NPUs and driver into a container (none if it has none).
 
-    ``devices``: a comma-separated list of NPU numbers (``0,1``); default every ``/dev/davinciN``.
+    ``devices``: a comma-separated list of NPU numbers (``0,1``); default every ``/dev/davinciN``;
+    ``none`` passes nothing (when ``--docker-arg=--runtime=ascend`` lets Ascend Docker Runtime do it).
     """
+    if devices and devices.strip().lower() == "none":
+        return []
     found = sorted(
         (p for p in dev.glob("davinci*") if re.fullmatch(r"davinci\d+", p.name)), key=lambda p: int(p.name[7:])
     )

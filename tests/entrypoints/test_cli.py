@@ -14,7 +14,18 @@ from ascend_llm.errors import UsageError
 from ascend_llm.stages import STAGES
 from stagekit import make_checkpoint, make_devices, make_mindspeed_home, parse_command
 
-STAGE_NAMES = ["convert", "preprocess", "pretrain", "sft", "lora", "generate", "evaluate", "tensorboard", "check"]
+STAGE_NAMES = [
+    "convert",
+    "preprocess",
+    "pretrain",
+    "sft",
+    "lora",
+    "generate",
+    "evaluate",
+    "tensorboard",
+    "check",
+    "selftest",
+]
 
 
 def test_the_stage_names_are_the_contract() -> None:

@@ -219,13 +219,17 @@ def _version_info(comp: str, version: str, extra: str = "") -> str:
 def _toolkit_set_env() -> str:
     home = "${ASCEND_TOOLKIT_HOME}"
     drv = "/usr/local/Ascend/driver/lib64"
-    libs = [f"{home}/lib64", f"{home}/lib64/plugin/opskernel", f"{home}/lib64/plugin/nnengine",
-            f"{home}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/$(arch)"]
+    libs = [
+        f"{home}/lib64",
+        f"{home}/lib64/plugin/opskernel",
+        f"{home}/lib64/plugin/nnengine",
+        f"{home}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/$(arch)",
+    ]
     lines = [
         "# Stand-in for CANN's ascend-toolkit/set_env.sh, written by a tests/fakes installer (not Huawei's).",
         "# Exports the real script's variables with the real sub-paths of the toolkit.",
         f"export LD_LIBRARY_PATH={drv}:{drv}/common:{drv}/driver:$LD_LIBRARY_PATH",
-        "export ASCEND_TOOLKIT_HOME=\"@@TOOLKIT_ROOT@@/latest\"",
+        'export ASCEND_TOOLKIT_HOME="@@TOOLKIT_ROOT@@/latest"',
         f"export LD_LIBRARY_PATH={':'.join(libs)}:$LD_LIBRARY_PATH",
         f"export LD_LIBRARY_PATH={home}/tools/aml/lib64:{home}/tools/aml/lib64/plugin:$LD_LIBRARY_PATH",
         f"export PYTHONPATH={home}/python/site-packages:{home}/opp/built-in/op_impl/ai_core/tbe:$PYTHONPATH",
@@ -291,15 +295,24 @@ def _toolkit_spec(file: str, version: str, arch: str, comp: str, inner: str, pay
         _text("templates/set_env.sh", _toolkit_set_env()),
         _text(f"templates/{plat}/ascend_toolkit_install.info", install_info),
     ]
-    return _Spec("toolkit", file, "Ascend-cann-toolkit", "[Toolkit]", version, arch, entries,
-                 component_version=comp, inner_version=inner)
+    return _Spec(
+        "toolkit",
+        file,
+        "Ascend-cann-toolkit",
+        "[Toolkit]",
+        version,
+        arch,
+        entries,
+        component_version=comp,
+        inner_version=inner,
+    )
 
 
 def _kernels_spec(file: str, version: str, arch: str, chip: str, comp: str, payload_bytes: int) -> _Spec:
     chip_dir = CHIPS[chip][1]
     what = f"CANN {chip} kernels {version}"
     k = f"content/kernel/{chip_dir}"
-    info = _version_info(comp, version, f"ops_version={comp}\nrequired_package_toolkit_version=\"{version}\"\n")
+    info = _version_info(comp, version, f'ops_version={comp}\nrequired_package_toolkit_version="{version}"\n')
     entries = [
         _text(f"{k}/add/Add_standin.json", f'{{"stand_in": "{what} (tests/fakes)", "kernel": "Add"}}\n'),
         _stub_lib(f"{k}/add/Add_standin.o", what),
@@ -310,8 +323,9 @@ def _kernels_spec(file: str, version: str, arch: str, chip: str, comp: str, payl
         _stub_lib(f"devel/kernel/{chip_dir}/static/libopkernel_static.a", what),
     ]
     name = "Atlas-A3-cann-kernels" if chip == "A3" else f"Ascend-cann-kernels-{chip}"
-    return _Spec("kernels", file, name, "[Kernels]", version, arch, entries, chip=chip, chip_dir=chip_dir,
-                 component_version=comp)
+    return _Spec(
+        "kernels", file, name, "[Kernels]", version, arch, entries, chip=chip, chip_dir=chip_dir, component_version=comp
+    )
 
 
 _ATB_SET_ENV = """\
@@ -798,8 +812,12 @@ _DEVEL_CASE = "            --devel) want_action devel ;;\n"
 
 def _header(spec: _Spec, skip: int, sha256: str) -> str:
     if spec.kind == "toolkit":
-        functions, help_, cases, for_all = _TOOLKIT_FUNCTIONS, _FULL_HELP + _DEVEL_HELP, \
-            _FULL_CASE + _DEVEL_CASE, ", --full, --devel"
+        functions, help_, cases, for_all = (
+            _TOOLKIT_FUNCTIONS,
+            _FULL_HELP + _DEVEL_HELP,
+            _FULL_CASE + _DEVEL_CASE,
+            ", --full, --devel",
+        )
     elif spec.kind == "kernels":
         functions, help_, cases, for_all = _KERNELS_FUNCTIONS, _KERNELS_DEVEL_HELP, _DEVEL_CASE, ", --devel"
     else:

@@ -56,15 +56,23 @@ def _git_env(when: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     date = f"@{when} +0000"
     env.update(
-        GIT_AUTHOR_NAME=_NAME, GIT_AUTHOR_EMAIL=_EMAIL, GIT_AUTHOR_DATE=date,
-        GIT_COMMITTER_NAME=_NAME, GIT_COMMITTER_EMAIL=_EMAIL, GIT_COMMITTER_DATE=date,
-        GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=os.devnull, LC_ALL="C", TZ="UTC",
+        GIT_AUTHOR_NAME=_NAME,
+        GIT_AUTHOR_EMAIL=_EMAIL,
+        GIT_AUTHOR_DATE=date,
+        GIT_COMMITTER_NAME=_NAME,
+        GIT_COMMITTER_EMAIL=_EMAIL,
+        GIT_COMMITTER_DATE=date,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        LC_ALL="C",
+        TZ="UTC",
     )
     return env
 
 
-def _git(repo: Path, *args: str, when: int = _BASE_TIME, stdin: str | None = None,
-         extra_env: dict[str, str] | None = None) -> str:
+def _git(
+    repo: Path, *args: str, when: int = _BASE_TIME, stdin: str | None = None, extra_env: dict[str, str] | None = None
+) -> str:
     env = _git_env(when)
     if extra_env:
         env.update(extra_env)
@@ -269,7 +277,7 @@ def _launcher(script: str, entry: str, args: str, torchrun: bool = True) -> str:
         return head + f"python {entry} {args}\n"
     return head + (
         "NPUS_PER_NODE=8\nMASTER_ADDR=localhost\nMASTER_PORT=6000\nNNODES=1\nNODE_RANK=0\n"
-        "TOKENIZER_PATH=\"your tokenizer path\"\nCKPT_LOAD_DIR=\"your model ckpt path\"\n"
+        'TOKENIZER_PATH="your tokenizer path"\nCKPT_LOAD_DIR="your model ckpt path"\n'
         'DISTRIBUTED_ARGS="--nproc_per_node $NPUS_PER_NODE --nnodes $NNODES --node_rank $NODE_RANK '
         '--master_addr $MASTER_ADDR --master_port $MASTER_PORT"\n\n'
         f"torchrun $DISTRIBUTED_ARGS {entry} \\\n"
@@ -299,12 +307,14 @@ def _make_mindspeed_llm(path: Path) -> None:
         "configs/finetune/templates.json": '[\n  {"name": "qwen", "stand_in": true}\n]\n',
         "configs/checkpoint/model_cfg.json": '{\n  "model_mappings": {"qwen3": {"stand_in": true}}\n}\n',
         "examples/mcore/qwen3/pretrain_qwen3_14b_4K_ptd.sh": _launcher(
-            "pretrain_qwen3_14b_4K_ptd.sh", "pretrain_gpt.py",
+            "pretrain_qwen3_14b_4K_ptd.sh",
+            "pretrain_gpt.py",
             "--tensor-model-parallel-size 4 --pipeline-model-parallel-size 2 --micro-batch-size 1 "
             "--global-batch-size 128 --train-iters 2000 --data-path ${DATA_PATH} --save ${CKPT_SAVE_DIR}",
         ),
         "examples/mcore/qwen3/tune_qwen3_14b_4K_full_ptd.sh": _launcher(
-            "tune_qwen3_14b_4K_full_ptd.sh", "posttrain_gpt.py",
+            "tune_qwen3_14b_4K_full_ptd.sh",
+            "posttrain_gpt.py",
             "--tensor-model-parallel-size 8 --finetune --stage sft --is-instruction-dataset "
             "--prompt-type qwen --data-path ${DATA_PATH} --save ${CKPT_SAVE_DIR}",
         ),
@@ -312,11 +322,13 @@ def _make_mindspeed_llm(path: Path) -> None:
             "generate_qwen3_14b_ptd.sh", "inference.py", "--tensor-model-parallel-size 4 --max-new-tokens 256"
         ),
         "examples/mcore/qwen3/evaluate_qwen3_14b_ptd.sh": _launcher(
-            "evaluate_qwen3_14b_ptd.sh", "evaluation.py",
+            "evaluate_qwen3_14b_ptd.sh",
+            "evaluation.py",
             "--tensor-model-parallel-size 2 --task mmlu --task-data-path ${DATA_PATH} --max-new-tokens 2",
         ),
         "examples/mcore/qwen3/ckpt_convert_qwen3_hf2mcore.sh": _launcher(
-            "ckpt_convert_qwen3_hf2mcore.sh", "convert_ckpt.py",
+            "ckpt_convert_qwen3_hf2mcore.sh",
+            "convert_ckpt.py",
             "--use-mcore-models --model-type GPT --load-model-type hf --save-model-type mg "
             "--target-tensor-parallel-size 1 --target-pipeline-parallel-size 8 --model-type-hf qwen3 "
             "--params-dtype bf16 --load-dir ./model_from_hf/qwen3_hf/ --save-dir ./model_weights/qwen3_mcore/ "
@@ -324,7 +336,8 @@ def _make_mindspeed_llm(path: Path) -> None:
             torchrun=False,
         ),
         "examples/mcore/qwen3/data_convert_qwen3_pretrain.sh": _launcher(
-            "data_convert_qwen3_pretrain.sh", "./preprocess_data.py",
+            "data_convert_qwen3_pretrain.sh",
+            "./preprocess_data.py",
             "--input ./dataset/train.parquet --tokenizer-name-or-path ./model_from_hf/qwen3_hf/ "
             "--tokenizer-type PretrainedFromHF --handler-name GeneralPretrainHandler "
             "--output-prefix ./finetune_dataset/alpaca --json-keys text --workers 4 --log-interval 1000",
@@ -342,8 +355,10 @@ def _make_mindspeed_llm(path: Path) -> None:
     first = repo.commit(files, "MindSpeed-LLM stand-in 2.1.0 release")
     repo.tag("v2.1.0", first, "MindSpeed-LLM 2.1.0 (stand-in)")
     # Upstream's branch 2.1.0 went on after the tag; so does the stand-in's.
-    repo.commit({"docs/release_notes.md": "# 2.1.0 (stand-in)\n\nFixes after the v2.1.0 tag.\n"},
-                "MindSpeed-LLM stand-in: fixes after v2.1.0")
+    repo.commit(
+        {"docs/release_notes.md": "# 2.1.0 (stand-in)\n\nFixes after the v2.1.0 tag.\n"},
+        "MindSpeed-LLM stand-in: fixes after v2.1.0",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -360,10 +375,10 @@ def _make_megatron(path: Path) -> None:
         ),
         "megatron/core/package_info.py": (
             f'"""{doc} Version of megatron.core on the core_r0.8.0 branch."""\n\n'
-            "MAJOR = 0\nMINOR = 8\nPATCH = 0\nPRE_RELEASE = \"\"\n\n"
+            'MAJOR = 0\nMINOR = 8\nPATCH = 0\nPRE_RELEASE = ""\n\n'
             "VERSION = (MAJOR, MINOR, PATCH, PRE_RELEASE)\n"
             '__shortversion__ = ".".join(map(str, VERSION[:3]))\n'
-            '__version__ = __shortversion__ + VERSION[3]\n'
+            "__version__ = __shortversion__ + VERSION[3]\n"
             '__package_name__ = "megatron_core"\n'
         ),
         "megatron/core/parallel_state.py": f'"""{doc} (parallel_state: nothing here)."""\n',
@@ -466,8 +481,7 @@ def _make_nvidia_apex(path: Path) -> None:
         **_apex_files(patched=False),
         "apex/amp/__init__.py": f'"""{doc} (amp)."""\n',
         "apex/optimizers/fused_adam.py": (
-            f'"""{doc} (FusedAdam)."""\n\n\nclass FusedAdam:\n'
-            '    """The real one is a CUDA fused optimizer."""\n'
+            f'"""{doc} (FusedAdam)."""\n\n\nclass FusedAdam:\n    """The real one is a CUDA fused optimizer."""\n'
         ),
         "csrc/flatten_unflatten.cpp": f"// {doc} (apex_C sources are not compiled by the stand-in)\n",
         "tests/L0/run_test.py": f'"""{doc} (test runner)."""\n',

@@ -10,6 +10,7 @@ from ascend_llm.stages.generate import GenerateStage
 from ascend_llm.stages.lora import LoraStage
 from ascend_llm.stages.preprocess import PreprocessStage
 from ascend_llm.stages.pretrain import PretrainStage
+from ascend_llm.stages.selftest import SelftestStage
 from ascend_llm.stages.sft import SftStage
 from ascend_llm.stages.tensorboard import TensorboardStage
 
@@ -25,5 +26,6 @@ STAGES: dict[str, Stage] = {
         EvaluateStage(),
         TensorboardStage(),
         CheckStage(),
+        SelftestStage(),
     )
 }

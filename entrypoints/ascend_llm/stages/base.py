@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ascend_llm.environment import libgomp_preloads, parse_env_assignments, stage_env
 from ascend_llm.errors import UsageError
@@ -92,6 +92,7 @@ class StageRequest:
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
     flags_given: set[str] = field(default_factory=set)
+    state: dict[str, Any] = field(default_factory=dict)
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.opts.get(key)
@@ -126,6 +127,10 @@ class Stage:
         """Which preset section supplies defaults."""
         return self.name
 
+    def preset_section(self, action: str | None, chosen: Mapping[str, Any]) -> str | None:
+        """The preset section for this request; ``chosen`` holds the flag and config values."""
+        return self.preset_stage(action)
+
     def needs_model(self, action: str | None) -> bool:
         return True
 
@@ -154,6 +159,10 @@ class Stage:
 
     def after_run(self, req: StageRequest, code: int) -> None:
         """Messages after the command finished."""
+
+    def watcher(self, req: StageRequest) -> Callable[[bytes], None] | None:
+        """Something that reads the command's output as it runs (see ``runner.run_script``)."""
+        return None
 
     # -- parser -----------------------------------------------------------------------------
     def parser(self) -> StageArgumentParser:
