@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -17,6 +18,10 @@ from .inputs import InputDirs
 from .inputs import fetch as fetch_inputs
 from .matrix import Matrix, MatrixError, load_matrix
 from .target import resolve
+
+if TYPE_CHECKING:  # imported where used: the kubernetes client is slow to import
+    from .k8s import ManifestOptions
+    from .run import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MATRIX = REPO / "matrix.yaml"
@@ -229,7 +234,7 @@ def manifest(image: str, out: Path | None = None) -> tuple[Path, Path]:
     return manifests.write(image, out or REPO / "build" / "manifests")
 
 
-def run_stage(opts: run.RunOptions, show: bool = False) -> str | None:  # noqa: F821 (a lazy import, below)
+def run_stage(opts: RunOptions, show: bool = False) -> str | None:
     """``invoke run``: the ``docker run`` line for one stage. With ``show``, return it as text; otherwise
     check the host and replace this process with ``docker`` (its exit status is the stage's)."""
     import os as _os
@@ -245,7 +250,7 @@ def run_stage(opts: run.RunOptions, show: bool = False) -> str | None:  # noqa: 
 
 
 def k8s_manifest(
-    opts: k8s.ManifestOptions,  # noqa: F821 (a lazy import, below)
+    opts: ManifestOptions,
     out: Path | None = None,
     argv: list[str] | None = None,
 ) -> str:
