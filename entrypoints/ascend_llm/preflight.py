@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ascend_llm import checkpoint
 from ascend_llm.presets import Preset
@@ -98,60 +98,63 @@ def reshard_command(preset: Preset | None, load: str, tp: int, pp: int) -> str:
     return f"ascend-llm convert mcore2mcore{model} --load {load} --save {target} --tp {tp} --pp {pp}"
 
 
+def _read_checkpoint(
+    load: str, option: str, hint: Callable[[checkpoint.NotACheckpoint], str]
+) -> tuple[checkpoint.Layout | None, list[str]]:
+    """``load``'s layout, or the one-line problem; ``hint`` says how to fix a non-checkpoint."""
+    path = Path(load)
+    if not path.is_dir():
+        return None, [f"{option} {load}: no such directory"]
+    try:
+        return checkpoint.read_layout(path), []
+    except checkpoint.NotACheckpoint as exc:
+        return None, [f"{option} {load} {exc}; {hint(exc)}"]
+
+
+def _incomplete(load: str, option: str, layout: checkpoint.Layout) -> list[str]:
+    """Every mp_rank_* folder of the latest iteration holds its model_optim_rng.pt."""
+    missing = checkpoint.missing_shards(layout)
+    if not missing:
+        return []
+    return [
+        f"{option} {load}: {layout.directory.name}/ lacks model_optim_rng.pt in {', '.join(missing[:4])}"
+        f"{' ...' if len(missing) > 4 else ''}; the checkpoint is incomplete, convert or copy it again"
+    ]
+
+
 def checkpoint_layout(
     load: str | None, tp: int, pp: int, preset: Preset | None, option: str = "--load", convert_hint: str = ""
 ) -> list[str]:
     """The latest iteration's mp_rank_* folders match --tp/--pp (else print the re-shard command)."""
     if not load:
         return []
-    path = Path(load)
-    if not path.is_dir():
-        return [f"{option} {load}: no such directory"]
-    try:
-        layout = checkpoint.read_layout(path)
-    except checkpoint.NotACheckpoint as exc:
+
+    def hint(exc: checkpoint.NotACheckpoint) -> str:
         model = preset.name if preset else "MODEL"
         source = load if exc.hf else "HF_DIR"
         target = f"{load.rstrip('/')}-mcore-tp{tp}pp{pp}" if exc.hf else load
-        hint = convert_hint or (
+        return convert_hint or (
             f"convert it first: ascend-llm convert hf2mcore --model {model} "
             f"--load {source} --save {target} --tp {tp} --pp {pp}"
         )
-        return [f"{option} {load} {exc}; {hint}"]
+
+    layout, problems = _read_checkpoint(load, option, hint)
     if layout is None:
-        return []
+        return problems
     if (layout.tp, layout.pp) != (tp, pp):
         return [
             f"{option} {load} is split {layout.describe()} but this run uses TP{tp} PP{pp}; "
             f"re-shard it: {reshard_command(preset, load, tp, pp)}  (or pass --tp {layout.tp} --pp {layout.pp})"
         ]
-    missing = checkpoint.missing_shards(layout)
-    if missing:
-        return [
-            f"{option} {load}: {layout.directory.name}/ lacks model_optim_rng.pt in {', '.join(missing[:4])}"
-            f"{' ...' if len(missing) > 4 else ''}; the checkpoint is incomplete, convert or copy it again"
-        ]
-    return []
+    return _incomplete(load, option, layout)
 
 
 def checkpoint_layout_any(load: str | None, option: str, hint: str) -> list[str]:
     """``load`` is a complete Megatron checkpoint, whatever its split."""
     if not load:
         return []
-    path = Path(load)
-    if not path.is_dir():
-        return [f"{option} {load}: no such directory"]
-    try:
-        layout = checkpoint.read_layout(path)
-    except checkpoint.NotACheckpoint as exc:
-        return [f"{option} {load} {exc}; {hint}"]
-    missing = checkpoint.missing_shards(layout) if layout else []
-    if missing:
-        return [
-            f"{option} {load}: {layout.directory.name}/ lacks model_optim_rng.pt in {', '.join(missing[:4])}"
-            f"{' ...' if len(missing) > 4 else ''}; the checkpoint is incomplete"
-        ]
-    return []
+    layout, problems = _read_checkpoint(load, option, lambda _exc: hint)
+    return problems if layout is None else _incomplete(load, option, layout)
 
 
 def same_layout(base: str | None, lora: str | None) -> list[str]:
