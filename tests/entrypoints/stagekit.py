@@ -143,6 +143,11 @@ class World:
             self.ckpt[(tp, pp)] = make_checkpoint(self.root / f"mcore_tp{tp}pp{pp}", tp, pp)
         return self.ckpt[(tp, pp)]
 
+    def sft_args(self) -> list:
+        """A valid Qwen3-14B ``sft`` command line for this world (the preset's TP8 PP1 split)."""
+        return ["sft", "--model", "qwen3-14b", "--load", self.checkpoint(8, 1), "--save", self.out,
+                "--data", self.sft_data, "--tokenizer", self.hf]  # fmt: skip
+
 
 def make_devices(sysroot: Path, count: int) -> None:
     """/dev/davinci0..N-1 plus the manager nodes under the sysroot."""

@@ -112,17 +112,7 @@ def test_dry_run_writes_nothing(ascend, world, roomy_disk) -> None:
 
 def test_passthrough_args_reach_mindspeed_and_replace_ours(ascend, world, roomy_disk) -> None:
     base = [
-        "sft",
-        "--model",
-        "qwen3-14b",
-        "--load",
-        world.checkpoint(8, 1),
-        "--save",
-        world.out,
-        "--data",
-        world.sft_data,
-        "--tokenizer",
-        world.hf,
+        *world.sft_args(),
         "--dry-run",
         "--",
     ]
@@ -135,17 +125,7 @@ def test_passthrough_args_reach_mindspeed_and_replace_ours(ascend, world, roomy_
 # -- environment ---------------------------------------------------------------------------------
 def test_environment_defaults_are_overridable(ascend, world, roomy_disk) -> None:
     result = ascend(
-        "sft",
-        "--model",
-        "qwen3-14b",
-        "--load",
-        world.checkpoint(8, 1),
-        "--save",
-        world.out,
-        "--data",
-        world.sft_data,
-        "--tokenizer",
-        world.hf,
+        *world.sft_args(),
         "--dry-run",
         "--env",
         "HCCL_BUFFSIZE=400",
@@ -196,17 +176,7 @@ def test_libgomp_line_in_the_script(ascend, world, roomy_disk, monkeypatch, tmp_
     lib.write_bytes(b"")
     monkeypatch.setattr("ascend_llm.stages.base.libgomp_preloads", lambda: [str(lib)])
     argv = [
-        "sft",
-        "--model",
-        "qwen3-14b",
-        "--load",
-        world.checkpoint(8, 1),
-        "--save",
-        world.out,
-        "--data",
-        world.sft_data,
-        "--tokenizer",
-        world.hf,
+        *world.sft_args(),
         "--dry-run",
     ]
     assert f'export LD_PRELOAD="${{LD_PRELOAD:+$LD_PRELOAD:}}{lib}"' in ascend(*argv).out
@@ -235,17 +205,7 @@ def write_stack(sysroot: Path, release: str, **extra) -> Path:
 
 def test_release_from_stack_json(ascend, world, sysroot, roomy_disk) -> None:
     argv = [
-        "sft",
-        "--model",
-        "qwen3-14b",
-        "--load",
-        world.checkpoint(8, 1),
-        "--save",
-        world.out,
-        "--data",
-        world.sft_data,
-        "--tokenizer",
-        world.hf,
+        *world.sft_args(),
         "--dry-run",
     ]
     write_stack(sysroot, "2.1.0")
@@ -394,17 +354,7 @@ def test_missing_transformers_is_noted(ascend, world, roomy_disk, monkeypatch) -
 
     monkeypatch.setattr(preflight.importlib.util, "find_spec", lambda name: None)
     result = ascend(
-        "sft",
-        "--model",
-        "qwen3-14b",
-        "--load",
-        world.checkpoint(8, 1),
-        "--save",
-        world.out,
-        "--data",
-        world.sft_data,
-        "--tokenizer",
-        world.hf,
+        *world.sft_args(),
         "--dry-run",
     )
     assert result.code == 0
