@@ -56,6 +56,7 @@ def ascend(capsys: pytest.CaptureFixture):
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
+    """The seed's Qwen3-14B directories, built from stand-ins (tests/entrypoints/stagekit.py)."""
     return World(tmp_path)
 
 

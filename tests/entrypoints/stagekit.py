@@ -104,7 +104,8 @@ def make_packed_data(prefix: Path, counts: dict[str, int] | None = None) -> str:
 
 
 def make_checkpoint(path: Path, tp: int, pp: int, iteration: int = 1, skip: Sequence[str] = ()) -> Path:
-    """A Megatron legacy checkpoint tree: tracker + iter_NNNNNNN/mp_rank_TT[_PPP]/model_optim_rng.pt."""
+    """Stand-in for a converted Megatron checkpoint: the real legacy tree (tracker +
+    iter_NNNNNNN/mp_rank_TT[_PPP]/model_optim_rng.pt) with empty shard files; preflight reads only the layout."""
     it = path / f"iter_{iteration:07d}"
     for t in range(tp):
         for p in range(pp):
@@ -117,7 +118,8 @@ def make_checkpoint(path: Path, tp: int, pp: int, iteration: int = 1, skip: Sequ
 
 
 def make_hf_dir(path: Path, config: dict[str, Any] | None = None, weights: bool = True) -> Path:
-    """A HuggingFace model dir: config.json, tokenizer files and (empty) weights."""
+    """Stand-in for a downloaded HuggingFace model dir: a real Qwen3 config.json, placeholder tokenizer
+    files and empty weights (preflight checks presence and the config, never loads them)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config or QWEN3_14B_CONFIG))
     (path / "tokenizer.json").write_text("{}")
@@ -150,7 +152,7 @@ class World:
 
 
 def make_devices(sysroot: Path, count: int) -> None:
-    """/dev/davinci0..N-1 plus the manager nodes under the sysroot."""
+    """Stand-in NPU device nodes: plain files /dev/davinci0..N-1 and the manager nodes under a test sysroot."""
     dev = sysroot / "dev"
     dev.mkdir(exist_ok=True)
     for i in range(count):
@@ -169,6 +171,7 @@ def make_mindspeed_home(
         "preprocess_data.py",
     ),
 ) -> Path:
+    """Stand-in MindSpeed-LLM checkout at $MINDSPEED_LLM_HOME: its entry-script names and megatron/, no code."""
     home = Path(os.environ["MINDSPEED_LLM_HOME"])
     for name in entries:
         (home / name).write_text("# stand-in\n")
