@@ -10,6 +10,8 @@ import pytest
 from ascend_llm.checkpoint import LORA_RECORD
 from stagekit import make_checkpoint, make_devices, make_mindspeed_home, parse_command
 
+MERGE = ("convert", "lora-merge", "--model", "qwen3-14b")
+
 
 @pytest.fixture
 def trained_lora(ascend, world, sysroot, roomy_disk, tmp_path: Path, monkeypatch):
@@ -67,10 +69,7 @@ def test_lora_training_records_its_arguments(trained_lora) -> None:
 def test_merge_adopts_the_recorded_arguments(ascend, trained_lora, world) -> None:
     base, save = trained_lora
     result = ascend(
-        "convert",
-        "lora-merge",
-        "--model",
-        "qwen3-14b",
+        *MERGE,
         "--load",
         base,
         "--lora-load",
@@ -96,10 +95,7 @@ def test_merge_adopts_the_recorded_arguments(ascend, trained_lora, world) -> Non
 def test_merge_refuses_other_lora_arguments(ascend, trained_lora, world, flag, value, shown) -> None:
     base, save = trained_lora
     result = ascend(
-        "convert",
-        "lora-merge",
-        "--model",
-        "qwen3-14b",
+        *MERGE,
         "--load",
         base,
         "--lora-load",
@@ -113,10 +109,7 @@ def test_merge_refuses_other_lora_arguments(ascend, trained_lora, world, flag, v
     assert result.code == 2
     assert f"differs from the training run of {save} ({shown}" in result.err
     same = ascend(
-        "convert",
-        "lora-merge",
-        "--model",
-        "qwen3-14b",
+        *MERGE,
         "--load",
         base,
         "--lora-load",
