@@ -44,11 +44,13 @@ def _matrix_path(matrix: str | None) -> Path:
         "all": "include test rows",
         "markdown": "print the shipped rows as the README's Markdown table",
         "matrix": CHOICES["matrix"],
+        "sources": "with --check: also check the pinned commits in these local mirrors (DIR/<name>[.git])",
     },
 )
-def matrix(c, check=False, all=False, markdown=False, matrix=None):
+def matrix(c, check=False, all=False, markdown=False, matrix=None, sources=None):
     """Show the version matrix (CANN rows, torch variants, Python, MindSpeed-LLM, archs, OSes)."""
-    code = _run(lambda: commands.show_matrix(_matrix_path(matrix), check=check, show_all=all, markdown=markdown))
+    code = _run(lambda: commands.show_matrix(_matrix_path(matrix), check=check, show_all=all, markdown=markdown,
+                                             sources=Path(sources) if sources else None))  # fmt: skip
     if code:
         raise Exit(code=code)
 

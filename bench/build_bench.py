@@ -120,9 +120,12 @@ def _fakes() -> SimpleNamespace:
     if tests not in sys.path:
         sys.path.insert(0, tests)
     from fakes.cann import make_cann_packages
-    from fakes.sources import add_commit, make_source_repos
+    from fakes.sources import add_commit, make_source_repos, megatron_core_wheel
 
-    return SimpleNamespace(make_cann_packages=make_cann_packages, make_source_repos=make_source_repos,
+    def repos(dest: Path) -> dict[str, Path]:
+        return make_source_repos(dest, megatron_core_wheel(REPO / "build" / "test-cache"))
+
+    return SimpleNamespace(make_cann_packages=make_cann_packages, make_source_repos=repos,
                            add_commit=add_commit)  # fmt: skip
 
 

@@ -4,7 +4,8 @@
 The integration tests generate the same stand-ins (tests/fakes) in temporary folders. This script
 puts them where `invoke build` looks by default: the stand-in CANN installers in `packages/` and the
 stand-in MindSpeed / MindSpeed-LLM / Megatron-LM / apex repositories in `build/standin-sources/`
-(pass that folder as `--sources`). None of it is Huawei's or upstream's software.
+(pass that folder as `--sources`). None of it is Huawei's or upstream's software, except the
+Megatron stand-in's `megatron/core`: the real megatron-core 0.8.0 from PyPI.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import yaml  # noqa: E402
 from fakes import make_cann_packages, make_source_repos  # noqa: E402  (tests/ is not a package)
+from fakes.sources import megatron_core_wheel  # noqa: E402
 
 
 def main() -> int:
@@ -34,7 +36,8 @@ def main() -> int:
     if args.sources.exists():
         print(f"stand-in repositories already in {args.sources}")
     else:
-        for name, path in make_source_repos(args.sources).items():
+        wheel = megatron_core_wheel(REPO / "build" / "test-cache")  # the real megatron/core, from PyPI
+        for name, path in make_source_repos(args.sources, wheel).items():
             print(f"stand-in repository {name}: {path}")
     wheels = " --wheelhouse /opt/wheels" if Path("/opt/wheels").is_dir() else ""
     print(f"\nnow: invoke build --cann test --arch {args.arch} --sources {args.sources}{wheels} [--ca-cert FILE]")

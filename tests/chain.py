@@ -65,13 +65,13 @@ class Chain:
 
 
 @pytest.fixture(scope="session")
-def chain(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+def chain(docker_client: Any, tmp_path_factory: pytest.TempPathFactory, megatron_core: Path) -> Iterator[Chain]:
     root = tmp_path_factory.mktemp("chain")
     build_base_image("debian-bookworm", "x86_64", docker_client=docker_client)
     matrix = load_matrix(REPO / "matrix.yaml")
     target = resolve(matrix, "test", arch="x86_64")
     make_cann_packages(root / "packages", target.cann, "x86_64", chips=("910b",))
-    repos = make_source_repos(root / "upstream")
+    repos = make_source_repos(root / "upstream", megatron_core)
     dirs = InputDirs.under(
         root,
         extra_wheelhouses=(LOCAL_WHEELS,) if LOCAL_WHEELS.is_dir() else (),

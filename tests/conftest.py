@@ -21,6 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow (arm64 emulation)")
+    parser.addoption(
+        "--real-sources",
+        metavar="DIR",
+        default=None,
+        help="build the test row from the real upstream repositories in DIR (DIR/mindspeed, mindspeed-llm, "
+        "megatron, apex, nvidia-apex: clones or mirrors, shallow ones included) at the seed row's pinned "
+        "commits, and check the image (tests/test_real_sources.py)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,6 +38,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def megatron_core() -> Path:
+    """PyPI's megatron-core 0.8.0 wheel: the real megatron/core of the Megatron stand-in (tests/fakes/sources.py).
+
+    Cached under build/test-cache/ so that local runs download it once.
+    """
+    from fakes.sources import megatron_core_wheel
+
+    return megatron_core_wheel(REPO / "build" / "test-cache")
 
 
 @pytest.fixture(scope="session")

@@ -163,3 +163,27 @@ def test_cli_offline_missing_inputs_exit_non_zero_without_traceback(tmp_path: Pa
     )  # fmt: skip
     assert out.returncode == 2
     assert "Ascend-cann-toolkit_8.2.RC1_linux-x86_64.run" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_build_refuses_an_nvidia_apex_that_apex_build_sh_does_not_name(tmp_path: Path, megatron_core: Path) -> None:
+    """Before Docker runs: Ascend apex's patch applies to the NVIDIA commit its build.sh checks out only."""
+    from fakes.sources import add_commit, make_source_repos
+
+    from ascend_stack.build import check_apex_pair
+    from ascend_stack.inputs import InputDirs, resolve_inputs
+
+    repos = make_source_repos(tmp_path / "upstream", megatron_core)
+    target = resolve(load_matrix(REPO / "matrix.yaml"), "test", arch="x86_64")
+    plan, _ = render.plan(target)
+    git_only = render.BuildPlan(plan.target, plan.image, plan.platform,
+                                [render.Layer(**{**vars(layer), "inputs": [i for i in layer.inputs if i.kind == "git"]})
+                                 for layer in plan.layers])  # fmt: skip
+    dirs = InputDirs.under(tmp_path, source_overrides=tmp_path / "upstream")
+    resolved = resolve_inputs(git_only, dirs, download=False, offline=True, progress=False)
+    check_apex_pair(resolved)  # the stand-ins agree, as upstream's do
+    moved = add_commit(repos["nvidia-apex"], "master", "README.md", "a later NVIDIA apex\n")
+    (tmp_path / "locks").joinpath("test.yaml").unlink()
+    resolved = resolve_inputs(git_only, dirs, download=False, offline=True, progress=False)
+    with pytest.raises(UserError) as info:
+        check_apex_pair(resolved)
+    assert f"but the build has {moved}: set nvidia_apex.commit" in str(info.value)

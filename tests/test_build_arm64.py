@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def test_arm64_base_and_pta_layers_under_emulation(docker_client: Any, tmp_path: Path) -> None:
+def test_arm64_base_and_pta_layers_under_emulation(docker_client: Any, tmp_path: Path, megatron_core: Path) -> None:
     if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
         pytest.skip("no arm64 emulation: run 'bash scripts/docker-engine.sh --arm64' first")
     build_base_image("debian-bookworm", "aarch64", docker_client=docker_client)
     target = resolve(load_matrix(REPO / "matrix.yaml"), "test", arch="aarch64")
     make_cann_packages(tmp_path / "packages", target.cann, "aarch64")
-    make_source_repos(tmp_path / "upstream")
+    make_source_repos(tmp_path / "upstream", megatron_core)
     opts = BuildOptions(
         dirs=InputDirs.under(tmp_path, source_overrides=tmp_path / "upstream"),
         network=NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None),

@@ -486,8 +486,19 @@ def test_nnal_set_env_chooses_the_cxx_abi(
 
 
 @pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_source_repos(tmp_path_factory.mktemp("sources"))
+def repos(tmp_path_factory: pytest.TempPathFactory, megatron_core: Path) -> dict[str, Path]:
+    return make_source_repos(tmp_path_factory.mktemp("sources"), megatron_core)
+
+
+@pytest.fixture(scope="module")
+def build_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Python like the image's build steps have: this one's packages (torch), setuptools 65.7 (the apex
+    builder's pin, which also still ships pkg_resources) and wheel."""
+    venv = tmp_path_factory.mktemp("build-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "setuptools==65.7.0", "wheel"], check=True)
+    return python
 
 
 def git(repo: Path, *args: str) -> str:
@@ -521,8 +532,8 @@ def test_repos_branches_and_tags(repos: dict[str, Path]) -> None:
         assert git(path, "status", "--porcelain") == ""
 
 
-def test_repos_are_deterministic(repos: dict[str, Path], tmp_path: Path) -> None:
-    again = make_source_repos(tmp_path)
+def test_repos_are_deterministic(repos: dict[str, Path], tmp_path: Path, megatron_core: Path) -> None:
+    again = make_source_repos(tmp_path, megatron_core)
     assert {n: refs(p) for n, p in again.items()} == {n: refs(p) for n, p in repos.items()}
 
 
@@ -558,32 +569,70 @@ def test_repos_layout(repos: dict[str, Path]) -> None:
         assert "stand-in" in (path / "README.md").read_text().lower()
 
 
-def test_requirements_are_small_pure_python_packages(repos: dict[str, Path]) -> None:
-    for name in ("mindspeed", "mindspeed-llm"):
-        reqs = [Requirement(line) for line in (repos[name] / "requirements.txt").read_text().splitlines() if line]
-        assert reqs
-        assert {r.name for r in reqs} <= {"einops", "six", "codetiming"}
+def requirements(repo: Path) -> dict[str, str]:
+    reqs = [Requirement(line) for line in (repo / "requirements.txt").read_text().splitlines() if line]
+    return {r.name: str(r.specifier) for r in reqs}
 
 
-def test_mindspeed_setup_py(repos: dict[str, Path]) -> None:
-    pytest.importorskip("setuptools")
-    r = subprocess.run(
-        [sys.executable, "setup.py", "--name", "--version"],
-        cwd=repos["mindspeed"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_mindspeed_llm_requirements_carry_the_real_pins_that_decide_resolution(repos: dict[str, Path]) -> None:
+    """MindSpeed-LLM v2.1.0's own pins: numpy<2 (hence the pyarrow trap), transformers 4.43.2, datasets."""
+    reqs = requirements(repos["mindspeed-llm"])
+    assert reqs["numpy"] == "<2.0.0,>=1.19.2" and reqs["transformers"] == "==4.43.2"
+    assert reqs["datasets"] == ">=2.16.0"
+    assert set(requirements(repos["mindspeed"])) == {"einops", "six"}
+
+
+def fake_pip(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``pip`` module that records its argv and fails, first on PYTHONPATH: was pip run, and how?"""
+    record = tmp_path / "pip-argv.json"
+    package = tmp_path / "fakepip" / "pip"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        f"import json, sys\nopen({str(record)!r}, 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n"
     )
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[-2:] == ["mindspeed", "0.8.0"]
+    return package.parent, record
 
 
-def test_mindspeed_llm_entry_scripts_need_megatron_copied_in(repos: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("ci_build", [None, "1"])
+def test_mindspeed_setup_py_runs_pip_unless_ci_build(
+    repos: dict[str, Path], tmp_path: Path, ci_build: str | None
+) -> None:
+    """As MindSpeed 2c085cc9's setup.py: `pip install -r requirements.txt` at import time unless CI_BUILD=1."""
+    pytest.importorskip("setuptools")
+    path, record = fake_pip(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "CI_BUILD"}
+    env["PYTHONPATH"] = str(path)
+    if ci_build:
+        env["CI_BUILD"] = ci_build
+    r = subprocess.run([sys.executable, "setup.py", "--name", "--version"], cwd=repos["mindspeed"],
+                       capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    if ci_build:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split()[-2:] == ["mindspeed", "0.8.0"] and not record.exists()
+    else:
+        assert r.returncode != 0
+        assert json.loads(record.read_text()) == ["install", "-r", "requirements.txt"]
+
+
+def test_megatron_core_is_the_real_megatron_core_0_8_0(repos: dict[str, Path], megatron_core: Path) -> None:
+    tree = repos["megatron"]
+    with zipfile.ZipFile(megatron_core) as zf:
+        random_py = zf.read("megatron/core/tensor_parallel/random.py")
+    assert (tree / "megatron/core/tensor_parallel/random.py").read_bytes() == random_py
+    assert b"from pkg_resources import packaging" in random_py  # why the release pins setuptools<82
+    assert not list((tree / "megatron").rglob("*.so"))
+
+
+def test_mindspeed_llm_entry_scripts_need_megatron_copied_in(
+    repos: dict[str, Path], tmp_path: Path, build_python: Path
+) -> None:
     llm = tmp_path / "MindSpeed-LLM"
     shutil.copytree(repos["mindspeed-llm"], llm, ignore=shutil.ignore_patterns(".git"))
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repos["mindspeed"]), "RANK": "3", "WORLD_SIZE": "8"}
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repos["mindspeed"]), "RANK": "3", "WORLD_SIZE": "8",
+           "TORCH_DEVICE_BACKEND_AUTOLOAD": "0"}  # fmt: skip
     missing = subprocess.run(
-        [sys.executable, str(llm / "pretrain_gpt.py")], cwd=tmp_path, env=env, capture_output=True, text=True
+        [str(build_python), str(llm / "pretrain_gpt.py")], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert missing.returncode != 0 and "ModuleNotFoundError" in missing.stderr
     shutil.copytree(repos["megatron"] / "megatron", llm / "megatron")  # as images/mindspeed does
@@ -597,7 +646,7 @@ def test_mindspeed_llm_entry_scripts_need_megatron_copied_in(repos: dict[str, Pa
     ]
     for script in scripts:
         r = subprocess.run(
-            [sys.executable, str(llm / script), "--seq-length", "4096"],
+            [str(build_python), str(llm / script), "--seq-length", "4096"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -614,7 +663,7 @@ def test_mindspeed_llm_entry_scripts_need_megatron_copied_in(repos: dict[str, Pa
 
 def apex_tree(repos: dict[str, Path], dest: Path, patched: bool = True) -> Path:
     """images/pta's recipe: nvidia-apex, then Ascend's patch, src/ and tests/ on top."""
-    shutil.copytree(repos["nvidia-apex"], dest)
+    shutil.copytree(repos["nvidia-apex"], dest, ignore=shutil.ignore_patterns(".git"))
     if patched:
         patch = (repos["apex"] / "patch" / "npu.patch").read_text()
         subprocess.run(["patch", "-p1"], cwd=dest, input=patch, text=True, check=True, capture_output=True)
@@ -623,11 +672,9 @@ def apex_tree(repos: dict[str, Path], dest: Path, patched: bool = True) -> Path:
     return dest
 
 
-def build_wheel(tree: Path, dist: Path) -> subprocess.CompletedProcess[str]:
-    pytest.importorskip("setuptools")
-    pytest.importorskip("wheel")
+def build_wheel(python: Path, tree: Path, dist: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "setup.py", "--cpp_ext", "--npu_float_status", "bdist_wheel", "--dist-dir", str(dist)],
+        [str(python), "setup.py", *options, "bdist_wheel", "--dist-dir", str(dist)],
         cwd=tree,
         capture_output=True,
         text=True,
@@ -636,51 +683,55 @@ def build_wheel(tree: Path, dist: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
-def test_ascend_apex_patch_applies_and_builds_the_wheel(repos: dict[str, Path], tmp_path: Path) -> None:
+def test_ascend_apex_patch_applies_and_builds_the_wheel(repos: dict[str, Path], tmp_path: Path,
+                                                        build_python: Path) -> None:  # fmt: skip
     tree = apex_tree(repos, tmp_path / "apex")
-    r = build_wheel(tree, tmp_path / "dist")
+    r = build_wheel(build_python, tree, tmp_path / "dist", "--cpp_ext")
     assert r.returncode == 0, r.stderr
     (wheel,) = (tmp_path / "dist").iterdir()
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    assert re.fullmatch(rf"apex-0\.1\+ascend-{tag}-{tag}-linux_{ARCH}\.whl", wheel.name), wheel.name
+    assert re.fullmatch(rf"apex-0\.1_ascend-{tag}-{tag}-linux_{ARCH}\.whl", wheel.name), wheel.name
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-        metadata = zf.read("apex-0.1+ascend.dist-info/METADATA").decode()
+        metadata = zf.read("apex-0.1_ascend.dist-info/METADATA").decode()
     assert {
         "apex/__init__.py",
         "apex/optimizers/npu_fused_adam.py",
         "apex/contrib/combine_tensors/__init__.py",
     } <= names
-    assert "Version: 0.1+ascend" in metadata.splitlines()
-
-
-def test_unpatched_nvidia_apex_rejects_the_npu_flag(repos: dict[str, Path], tmp_path: Path) -> None:
-    r = build_wheel(apex_tree(repos, tmp_path / "apex", patched=False), tmp_path / "dist")
-    assert r.returncode != 0
-    assert "--npu_float_status" in r.stderr
+    assert "Version: 0.1-ascend" in metadata.splitlines()  # what the real 49a7994 build reports
 
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
-def test_ascend_apex_build_script(repos: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("wheel")
+def test_ascend_apex_rejects_a_flag_its_commit_does_not_know(repos: dict[str, Path], tmp_path: Path,
+                                                             build_python: Path) -> None:  # fmt: skip
+    """Ascend apex 49a7994 knows --cpp_ext only: the remembered --npu_float_status fails, as upstream."""
+    r = build_wheel(build_python, apex_tree(repos, tmp_path / "apex"), tmp_path / "dist", "--cpp_ext",
+                    "--npu_float_status")  # fmt: skip
+    assert r.returncode != 0
+    assert "option --npu_float_status not recognized" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
+def test_ascend_apex_build_script(repos: dict[str, Path], tmp_path: Path, build_python: Path) -> None:
     work = tmp_path / "ascend-apex"
     git(tmp_path, "clone", "-q", str(repos["apex"]), str(work))
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     env = {
         **os.environ,
         "NVIDIA_APEX_URL": str(repos["nvidia-apex"]),
-        "NVIDIA_APEX_REF": "master",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PATH": f"{build_python.parent}:{os.environ['PATH']}",
     }
     r = subprocess.run(
         ["bash", "scripts/build.sh", f"--python={py}"], cwd=work, env=env, capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0, r.stderr
-    assert [p.name.split("-")[:2] for p in (work / "apex" / "dist").iterdir()] == [["apex", "0.1+ascend"]]
+    assert [p.name.split("-")[:2] for p in (work / "apex" / "dist").iterdir()] == [["apex", "0.1_ascend"]]
+    assert git(work / "apex", "rev-parse", "HEAD") == git(repos["nvidia-apex"], "rev-parse", "master")
 
 
-def test_add_commit_moves_only_that_branch(tmp_path: Path) -> None:
-    repos = make_source_repos(tmp_path / "a")
+def test_add_commit_moves_only_that_branch(tmp_path: Path, megatron_core: Path) -> None:
+    repos = make_source_repos(tmp_path / "a", megatron_core)
     llm = repos["mindspeed-llm"]
     before = refs(llm)
     git(llm, "branch", "other", "v2.1.0")
@@ -706,5 +757,5 @@ def test_add_commit_moves_only_that_branch(tmp_path: Path) -> None:
     assert git(llm, "rev-parse", f"{hotfix}^") == head and git(llm, "rev-parse", "HEAD") == head
     assert git(llm, "show", f"{hotfix}:HOTFIX.md") == "a fix"
     # deterministic: the same calls on a fresh generation give the same id
-    again = make_source_repos(tmp_path / "b")
+    again = make_source_repos(tmp_path / "b", megatron_core)
     assert add_commit(again["mindspeed-llm"], "2.1.0", "examples/mcore/qwen3/new.sh", "echo new\n") == new

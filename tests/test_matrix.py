@@ -27,9 +27,37 @@ def test_shipped_matrix_is_valid() -> None:
 def test_seed_row_carries_the_seed_stack() -> None:
     seed = next(r for r in load_matrix(REPO / "matrix.yaml").rows if r.key == "8.1.RC1")
     assert (seed.hdk_min, seed.python, seed.transformers) == ("25.0.RC1", "3.10", "4.51.0")
-    assert (seed.mindspeed.ref, seed.mindspeed_llm.ref, seed.megatron.ref) == ("2c085cc9", "2.1.0", "core_r0.8.0")
+    # The commits the guide used in July 2025 ([seed] 1.4): MindSpeed 2c085cc9 on core_r0.8.0, tag v2.1.0.
+    pins = {name: (src.ref, src.commit) for name, src in seed.git_sources().items()}
+    assert pins == {
+        "mindspeed": ("core_r0.8.0", "2c085cc9473f8476341e543dd902270b8469de0d"),
+        "mindspeed_llm": ("v2.1.0", "7f128db1d7f31cc98106c77920ae0d2719417874"),
+        "megatron": ("core_r0.8.0", "baf94af3c667248865f23df73b9fb8e2395e6fd0"),
+        "apex": ("master", "49a7994e13cc70d155adbd7b25b7a6b86e38e58e"),
+        "nvidia_apex": ("master", "4ef930c1c884fdca5f472ab2ce7cb9b505d26c1a"),
+    }
     assert {(v.torch, v.torch_npu) for v in seed.torch.variants} == {("2.1.0", "2.1.0.post12"), ("2.6.0", "2.6.0rc1")}
     assert seed.torch.default == "2.1.0"
+
+
+def test_every_shipped_source_is_pinned_to_a_full_commit() -> None:
+    for r in load_matrix(REPO / "matrix.yaml").shipped_rows():
+        for name, src in r.git_sources().items():
+            assert src.commit and len(src.commit) == 40, f"row {r.key} {name}"
+
+
+def test_a_shipped_row_on_a_bare_ref_is_refused_naming_row_and_field(raw: dict[str, Any], tmp_path: Path) -> None:
+    row(raw, "8.2.RC1")["apex"] = {"ref": "master"}
+    with pytest.raises(MatrixError) as info:
+        parse_matrix(raw)
+    message = str(info.value)
+    assert message.startswith("matrix.yaml: row 8.2.RC1, field apex.commit: pin apex (master) to a full 40-hex commit")
+    assert "\n" not in message
+
+
+def test_test_rows_may_float(raw: dict[str, Any]) -> None:
+    assert row(raw, "test")["mindspeed_llm"].get("commit") is None
+    parse_matrix(raw)
 
 
 Breaker = Callable[[dict[str, Any]], None]
@@ -87,6 +115,20 @@ SCHEMA_CASES: list[tuple[str, Breaker, str | None, str, str]] = [
         "8.1.RC1",
         "megatron.ref",
         "not a git branch, tag or commit",
+    ),
+    (
+        "short commit",
+        lambda r: row(r, "8.1.RC1")["mindspeed"].update(commit="2c085cc9"),
+        "8.1.RC1",
+        "mindspeed.commit",
+        "not a full commit id",
+    ),
+    (
+        "apex without nvidia apex",
+        lambda r: row(r, "8.1.RC1").pop("nvidia_apex"),
+        "8.1.RC1",
+        "(top level)",
+        "apex and nvidia_apex go together",
     ),
     (
         "duplicate torch variant",

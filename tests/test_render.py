@@ -52,13 +52,13 @@ def test_seed_render_has_the_seed_pins_and_installers(m: Matrix) -> None:
     assert order == sorted(order)
     assert "torch==2.1.0 torch_npu==2.1.0.post12" in files["pta/Dockerfile"]
     assert "transformers==4.51.0" in files["mindspeed/Dockerfile"]
-    refs = {i.name: i.ref for layer in plan.layers for i in layer.inputs if i.kind == "git"}
+    refs = {i.name: (i.ref, i.commit[:8]) for layer in plan.layers for i in layer.inputs if i.kind == "git"}
     assert refs == {
-        "apex": "master",
-        "nvidia-apex": "4ef930c1c884fdca5f472ab2ce7cb9b505d26c1a",
-        "mindspeed": "2c085cc9",
-        "mindspeed-llm": "2.1.0",
-        "megatron": "core_r0.8.0",
+        "apex": ("master", "49a7994e"),
+        "nvidia-apex": ("master", "4ef930c1"),
+        "mindspeed": ("core_r0.8.0", "2c085cc9"),
+        "mindspeed-llm": ("v2.1.0", "7f128db1"),
+        "megatron": ("core_r0.8.0", "baf94af3"),
     }
     packages = {i.name: i for i in plan.layer("cann").inputs}
     toolkit = packages["Ascend-cann-toolkit_8.1.RC1_linux-aarch64.run"]
@@ -254,3 +254,75 @@ def test_capture_env_drops_empty_and_repeated_search_path_entries(tmp_path: Path
     )  # fmt: skip
     env = json.loads(out.stdout)
     assert (env["PYTHONPATH"], env["LD_LIBRARY_PATH"]) == ("/a:/b", "/l")
+
+
+def test_mindspeed_installs_editable_with_ci_build_so_its_setup_py_never_runs_pip(m: Matrix) -> None:
+    """MindSpeed's setup.py pip-installs its requirements unless CI_BUILD=1 (tests/fakes/sources.py)."""
+    _, files = files_for(m, "8.1.RC1", arch="aarch64")
+    step = next(line for line in files["mindspeed/Dockerfile"].splitlines() if "-e /opt/MindSpeed" in line)
+    assert step.strip().startswith("&& CI_BUILD=1 python -m pip install"), step
+
+
+def test_release_pins_reach_every_layer_after_base(m: Matrix) -> None:
+    _, files = files_for(m, "8.1.RC1", arch="aarch64")
+    for layer in ("pta", "mindspeed", "runtime"):
+        lines = files[f"{layer}/constraints.txt"].splitlines()
+        assert {"setuptools<82", "pyarrow<26", "numpy<2", "protobuf==3.20.3"} <= set(lines), layer
+    assert "setuptools<82" not in files["base/constraints.txt"]
+
+
+def test_labels_and_stack_json_carry_the_pinned_commits_before_any_fetch(m: Matrix) -> None:
+    plan, files = files_for(m, "8.1.RC1", arch="aarch64")
+    stack = json.loads(files["mindspeed/stack.json"])
+    assert stack["mindspeed_llm"] == {"release": "2.1.0", "ref": "v2.1.0",
+                                      "commit": "7f128db1d7f31cc98106c77920ae0d2719417874"}  # fmt: skip
+    assert stack["apex"]["commit"] == "49a7994e13cc70d155adbd7b25b7a6b86e38e58e"
+    labels = plan.layer("mindspeed").labels
+    assert labels["io.ascend-llm-stack.megatron-commit"] == "baf94af3c667248865f23df73b9fb8e2395e6fd0"
+    assert plan.layer("pta").labels["io.ascend-llm-stack.apex-commit"].startswith("49a7994e")
+
+
+def _export(repo: Path, ref: str, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def test_pta_builds_apex_with_the_options_its_commits_build_script_uses(
+    m: Matrix, tmp_path: Path, megatron_core: Path
+) -> None:
+    """No setup.py option is hard-coded: the rendered step runs apex_build.py, which reads build.sh of the
+    pinned Ascend apex tree (49a7994: `--cpp_ext`; a later commit may add `--npu_float_status`)."""
+    from fakes.sources import add_commit, make_source_repos
+
+    _, files = files_for(m, "test", arch="x86_64")
+    dockerfile = files["pta/Dockerfile"]
+    assert "python /mnt/apex_build.py /mnt/apex /mnt/nvidia-apex /dist" in dockerfile
+    assert "--cpp_ext" not in dockerfile and "npu_float_status" not in dockerfile
+    script = tmp_path / "apex_build.py"
+    script.write_text(files["pta/apex_build.py"])
+    repos = make_source_repos(tmp_path / "upstream", megatron_core)
+    apex = repos["apex"]
+    build_sh = (apex / "scripts" / "build.sh").read_text()
+    newer = build_sh.replace("setup.py --cpp_ext bdist_wheel", "setup.py --cpp_ext --npu_float_status bdist_wheel")
+    later = add_commit(apex, "later", "scripts/build.sh", newer)
+    nvidia = subprocess.run(["git", "-C", str(repos["nvidia-apex"]), "rev-parse", "master"], capture_output=True,
+                            text=True, check=True).stdout.strip()  # fmt: skip
+    for ref, options in (("master", ["--cpp_ext"]), (later, ["--cpp_ext", "--npu_float_status"])):
+        tree = _export(apex, ref, tmp_path / f"apex-{ref[:8]}")
+        out = subprocess.run([sys.executable, str(script), str(tree), "--print"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"nvidia_commit": nvidia, "setup_options": options}
+
+
+def test_a_row_without_apex_builds_no_apex(raw: dict, tmp_path: Path) -> None:
+    from ascend_stack.matrix import parse_matrix
+
+    row = next(r for r in raw["rows"] if r.get("id") == "test")
+    del row["apex"], row["nvidia_apex"]
+    plan, files = render.plan(resolve(parse_matrix(raw), "test", arch="x86_64"))
+    assert "apex-build" not in files["pta/Dockerfile"] and "apex_build.py" not in files["pta/Dockerfile"]
+    assert "pta/apex_build.py" not in files
+    assert not [i for i in plan.layer("pta").inputs if i.kind == "git"]
+    assert json.loads(files["mindspeed/stack.json"])["apex"] is None

@@ -123,3 +123,49 @@ def test_locked_commits_are_pinned_against_gc(upstream: UpstreamRepo, sources: S
 def test_is_local() -> None:
     assert is_local("/srv/mirrors/apex") and is_local("file:///srv/apex.git") and is_local("relative/dir")
     assert not is_local("https://gitee.com/ascend/apex.git") and not is_local("git@github.com:NVIDIA/apex.git")
+
+
+def test_a_shallow_clone_is_a_valid_source(upstream: UpstreamRepo, tmp_path: Path) -> None:
+    """What an air-gapped user carries: `git clone --depth 1 --branch TAG`. It must work, offline too."""
+    override = tmp_path / "airgap"
+    override.mkdir()
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", "2.1.0", upstream.url,
+                    str(override / "mindspeed")], check=True, capture_output=True)  # fmt: skip
+    v1 = upstream.git("rev-parse", "2.1.0^{commit}")
+    src = Sources(cache=tmp_path / "cache", override_dir=override)
+    assert src.resolve("mindspeed", UNREACHABLE, "2.1.0", locked=v1, offline=True) == (src.mirror("mindspeed"), v1)
+    dest = export(src.mirror("mindspeed"), v1, tmp_path / "tree")
+    assert (dest / "setup.py").read_text() == "# v1\n"
+
+
+def test_a_shallow_clone_feeds_a_full_mirror(upstream: UpstreamRepo, tmp_path: Path) -> None:
+    """The mirror was made from the full upstream (a connected run); later the user brings a shallow clone
+    of a newer commit. git refuses that fetch without --update-shallow ("shallow roots are not allowed
+    to be updated")."""
+    full = Sources(cache=tmp_path / "cache")
+    full.resolve("mindspeed", upstream.url, "main")
+    v3 = upstream.commit({"setup.py": "# v3\n"}, "v3")
+    upstream.tag("v3.0.0", "release 3.0.0")
+    override = tmp_path / "airgap"
+    override.mkdir()
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", "v3.0.0", upstream.url,
+                    str(override / "mindspeed")], check=True, capture_output=True)  # fmt: skip
+    src = Sources(cache=tmp_path / "cache", override_dir=override)
+    assert src.resolve("mindspeed", UNREACHABLE, "v3.0.0", offline=True)[1] == v3  # the tag itself arrived
+    assert (export(src.mirror("mindspeed"), v3, tmp_path / "tree") / "setup.py").read_text() == "# v3\n"
+
+
+def test_a_pinned_commit_missing_from_a_shallow_clone_says_how_to_add_it(upstream: UpstreamRepo,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    override = tmp_path / "airgap"
+    override.mkdir()
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", "2.1.0", upstream.url,
+                    str(override / "mindspeed")], check=True, capture_output=True)  # fmt: skip
+    v2 = upstream.git("rev-parse", "main")
+    src = Sources(cache=tmp_path / "cache", override_dir=override)
+    with pytest.raises(SourceUnavailable) as err:
+        src.resolve("mindspeed", UNREACHABLE, "main", locked=v2, offline=True)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"commit {v2} of git source mindspeed is not in {override / 'mindspeed'}, a shallow clone" in message
+    assert f"git -C {override / 'mindspeed'} fetch --depth 1 origin {v2}" in message

@@ -146,7 +146,7 @@ FAULTS: list[tuple[str, dict[str, str]]] = [
         f"RUN sed -i 's/^Version: 1.26.4$/Version: 2.1.0/' {SITE}/numpy-1.26.4.dist-info/METADATA",
         {
             "base/cann_python_dependency_pins_hold": "numpy 2.1.0 does not satisfy numpy<2",
-            "pta/row_pip_pins_hold": "numpy 2.1.0 breaks the row's pin numpy<2",
+            "pta/pins_hold": "numpy 2.1.0 breaks the pin numpy<2",
         },
     ),
     (  # transformers moved by a requirements file
@@ -158,8 +158,20 @@ FAULTS: list[tuple[str, dict[str, str]]] = [
     ),
     (  # a broken dependency
         "RUN sed -i '/^Version: /a Requires-Dist: ascend-verify-missing-dependency'"
-        f" {SITE}/apex-0.1+ascend.dist-info/METADATA",
+        f" {SITE}/apex-0.1_ascend.dist-info/METADATA",
         {"base/pip_check_is_clean": "ascend-verify-missing-dependency"},
+    ),
+    (  # NVIDIA's apex instead of Ascend's
+        f"RUN sed -i 's/^Version: 0.1-ascend$/Version: 0.1/' {SITE}/apex-0.1_ascend.dist-info/METADATA",
+        {"pta/apex_is_ascend_apex": "apex 0.1 is installed, not Ascend apex"},
+    ),
+    (  # a setuptools without pkg_resources (82+): Megatron core_r0.8.0 cannot be imported
+        f"RUN rm -rf {SITE}/pkg_resources",
+        {
+            "pta/pkg_resources_imports_where_the_sources_need_it": "`import pkg_resources` fails: ModuleNotFoundError",
+            "mindspeed/imports_as_a_stage_imports_it[megatron.core]": "`import megatron.core` fails in "
+            "/opt/MindSpeed-LLM: ModuleNotFoundError: No module named 'pkg_resources'",
+        },
     ),
     (  # a leftover CANN installer
         "RUN printf '#!/bin/sh\\n' > /opt/Ascend-cann-toolkit_8.2.RC1_linux-x86_64.run",

@@ -208,6 +208,7 @@ class Builder:
                 raise
             self.log(str(missing))
             resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
+        check_apex_pair(resolved)
         plan, files = render.plan(self.t, resolved.commits())
         return plan, files, resolved
 
@@ -351,6 +352,28 @@ class Builder:
             if "error" in line:
                 raise UserError(f"push of {remote} failed: {line['error']}")
         self.log(f"pushed {remote}")
+
+
+def check_apex_pair(resolved: ResolvedInputs) -> None:
+    """Ascend apex's patch applies to one NVIDIA apex commit, the one its scripts/build.sh checks out."""
+    from .upstream import apex_build_facts
+
+    apex = next((r for r in resolved if r.kind == "git" and r.name == "apex"), None)
+    nvidia = next((r for r in resolved if r.kind == "git" and r.name == "nvidia-apex"), None)
+    if apex is None or nvidia is None:
+        return
+    facts = apex_build_facts(apex.path, apex.digest)
+    if facts is None:
+        raise UserError(
+            f"Ascend apex {apex.digest[:12]} has no scripts/build.sh that says how to build it "
+            "(`git checkout <NVIDIA apex commit>` and `setup.py ... bdist_wheel`): pin another apex commit"
+        )
+    wants = str(facts["nvidia_commit"])
+    if not nvidia.digest.startswith(wants):
+        raise UserError(
+            f"Ascend apex {apex.digest[:12]}'s scripts/build.sh builds NVIDIA apex {wants}, but the build has "
+            f"{nvidia.digest}: set nvidia_apex.commit to it in matrix.yaml"
+        )
 
 
 def _hash_label(digest: str) -> dict[str, str]:

@@ -117,7 +117,24 @@ def upstream_support(m: Matrix) -> Iterator[Problem]:
         yield from _upstream(row, m)
 
 
-RULES: tuple[Rule, ...] = (references, torch_pairing, python_provided, upstream_support)
+def source_pins(m: Matrix) -> Iterator[Problem]:
+    """A shipped row builds the same sources every time: each git source is pinned to a full commit.
+
+    A branch such as MindSpeed-LLM's ``2.1.0`` moves (64 commits past the tag the seed guide used);
+    only a commit makes two builds a month apart the same. Test rows build stand-ins and may float.
+    """
+    for row in m.shipped_rows():
+        for name, src in row.git_sources().items():
+            if src.commit is None:
+                yield Problem(
+                    row.key,
+                    f"{name}.commit",
+                    f"pin {name} ({src.ref}) to a full 40-hex commit: a shipped row never builds a moving ref "
+                    f"(`git ls-remote {getattr(m.sources, name)} {src.ref}` shows its current commit)",
+                )
+
+
+RULES: tuple[Rule, ...] = (references, torch_pairing, python_provided, upstream_support, source_pins)
 
 
 def cross_check(m: Matrix) -> list[Problem]:

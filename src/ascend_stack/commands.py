@@ -87,8 +87,12 @@ def show_matrix(
     show_all: bool = False,
     markdown: bool = False,
     console: Console | None = None,
+    sources: Path | None = None,
 ) -> int:
-    """Print the matrix table; with ``check``, list every problem instead of the first. Returns the exit code."""
+    """Print the matrix table; with ``check``, list every problem instead of the first. Returns the exit code.
+
+    ``check`` also reads the pinned commits in every local mirror (``sources/``, or ``--sources DIR``).
+    """
     # Piped output (CI logs, less) gets a fixed width rather than rich's 80-column default.
     console = console or Console(width=None if Console().is_terminal else 160, soft_wrap=False)
     try:
@@ -101,10 +105,24 @@ def show_matrix(
         console.print(f"{len(err.problems)} problem(s) in {path.name}", markup=False, soft_wrap=True)
         return 1
     if check:
+        from dataclasses import replace
+
+        from .sources import Sources
+        from .upstream import pin_problems
+
+        problems, read = pin_problems(m, Sources(override_dir=sources))
+        problems = [replace(p, source=path.name) for p in problems]
+        for problem in problems:
+            console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        if problems:
+            console.print(f"{len(problems)} problem(s) in {path.name}", markup=False, soft_wrap=True)
+            return 1
         targets = sum(len(r.torch.variants) * len(r.archs) * len(r.oses) * len(r.chips) for r in m.shipped_rows())
+        total = sum(len(r.git_sources()) for r in m.shipped_rows())
+        mirrors = f"{read} of {total} pinned commits checked in local mirrors" if read else "no local mirror to read"
         console.print(
             f"{path.name}: OK ({len(m.shipped_rows())} rows, {len(m.rows) - len(m.shipped_rows())} "
-            f"test rows, {targets} buildable targets; schema and cross-checks pass)",
+            f"test rows, {targets} buildable targets; schema and cross-checks pass; {mirrors})",
             markup=False,
             soft_wrap=True,
         )

@@ -325,12 +325,15 @@ class _Resolver:
 
     # -- git
     def resolve_git(self, layer: str, inp: Input) -> None:
+        """A pinned commit (matrix.yaml) is what builds; otherwise the lock's, else the ref's head."""
         assert inp.url is not None and inp.ref is not None
         locked = self.lock.commit(inp.name, inp.ref)
+        wanted = inp.commit or locked
         try:
             mirror, commit = self.sources.resolve(
-                inp.name, inp.url, inp.ref, locked=locked, update=self.update, offline=not self.network
-            )
+                inp.name, inp.url, inp.ref, locked=wanted, update=self.update and not inp.commit,
+                offline=not self.network,
+            )  # fmt: skip
         except SourceUnavailable as err:
             self.missing.append(Missing("git", f"{inp.name}@{inp.ref}", err.detail))
             return
@@ -339,7 +342,9 @@ class _Resolver:
             self.missing.append(Missing("git", f"{inp.name}@{inp.ref}", detail))
             return
         self.lock.record_commit(inp.name, inp.ref, commit)
-        if locked == commit:
+        if inp.commit:
+            how = f"pinned in matrix.yaml; recorded in {_show(self.lock.path)}" if locked != commit else "pinned"
+        elif locked == commit:
             how = f"as locked in {_show(self.lock.path)}"
         elif locked:
             how = f"updated from {locked[:12]} in {_show(self.lock.path)}"
@@ -347,6 +352,23 @@ class _Resolver:
             how = f"recorded in {_show(self.lock.path)}"
         self.say("resolved", f"git {inp.name} {inp.ref} -> {commit[:12]} ({how})")
         self.items[(layer, inp.name)] = Resolved(layer, inp, mirror, commit)
+        if inp.commit and self.update:
+            try:
+                self.propose(inp)
+            except UserError as err:
+                self.say("proposal", f"could not see where {inp.ref} of {inp.name} is now: {err}")
+
+    def propose(self, inp: Input) -> None:
+        """``--update`` on a pinned source: say where its ref is now, as the one-line matrix.yaml change."""
+        assert inp.url is not None and inp.ref is not None
+        _, head = self.sources.resolve(inp.name, inp.url, inp.ref, update=True, offline=not self.network)
+        if head != inp.commit:
+            key = inp.name.replace("-", "_")
+            self.say(
+                "proposal",
+                f"{inp.ref} of {inp.name} is now at {head}: to build it, change matrix.yaml row {self.row} "
+                f"{key}.commit from {inp.commit} to {head} (review the upstream changes first)",
+            )
 
     def run(self) -> ResolvedInputs:
         pending: list[tuple[str, Input]] = []

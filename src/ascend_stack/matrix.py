@@ -29,6 +29,7 @@ ARCHES = ("aarch64", "x86_64")
 Arch = Literal["aarch64", "x86_64"]
 
 _CANN_RE = re.compile(r"^\d+\.\d+\.(\d+|RC\d+)$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _PY_MINOR_RE = re.compile(r"^3\.\d{1,2}$")
 
 
@@ -65,10 +66,17 @@ def _git_ref(value: str) -> str:
     return value
 
 
+def _commit(value: str) -> str:
+    if not _COMMIT_RE.match(value):
+        raise ValueError(f"'{value}' is not a full commit id (40 lower-case hex digits)")
+    return value
+
+
 CannVersion = Annotated[str, BeforeValidator(_no_yaml_floats), AfterValidator(_cann_version)]
 PyMinor = Annotated[str, BeforeValidator(_no_yaml_floats), AfterValidator(_py_minor)]
 PkgVersion = Annotated[str, BeforeValidator(_no_yaml_floats), AfterValidator(_pep440)]
 GitRef = Annotated[str, BeforeValidator(_no_yaml_floats), AfterValidator(_git_ref)]
+Commit = Annotated[str, BeforeValidator(_no_yaml_floats), AfterValidator(_commit)]
 PyRange = tuple[PyMinor, PyMinor]
 
 
@@ -117,6 +125,9 @@ class TorchSupport(_Model):
 class ReleaseSupport(_Model):
     megatron: GitRef
     python: PyRange
+    # pip constraints every row of this release gets (e.g. setuptools<82: its sources import
+    # pkg_resources, which setuptools 82 removed).
+    pins: list[str] = []
 
 
 class Support(_Model):
@@ -147,18 +158,19 @@ class TorchChoice(_Model):
         return self
 
 
-class Apex(_Model):
-    ref: GitRef
-    nvidia_ref: GitRef
-
-
 class Ref(_Model):
+    """A git source of a row: the human ref (branch or tag) and the full commit it is pinned to.
+
+    Shipped rows must pin ``commit`` (checks.source_pins); the ref says where the commit came from
+    and is what ``invoke fetch --update`` follows to propose a newer commit.
+    """
+
     ref: GitRef
+    commit: Commit | None = None
 
 
-class MindSpeedLLM(_Model):
+class MindSpeedLLM(Ref):
     release: PkgVersion
-    ref: GitRef
 
 
 class Row(_Model):
@@ -172,7 +184,10 @@ class Row(_Model):
     chips: list[str] = Field(min_length=1)
     torch_index: dict[Arch, str] | None = None
     torch: TorchChoice
-    apex: Apex
+    # Ascend apex is built from NVIDIA apex at the commit its scripts/build.sh checks out; rows of
+    # releases whose install guide has no apex step (26.0.0: MindSpeed provides it) leave both out.
+    apex: Ref | None = None
+    nvidia_apex: Ref | None = None
     mindspeed: Ref
     mindspeed_llm: MindSpeedLLM
     megatron: Ref
@@ -189,6 +204,23 @@ class Row(_Model):
 
     def variant(self, torch: str) -> TorchVariant:
         return next(v for v in self.torch.variants if v.torch == torch)
+
+    def git_sources(self) -> dict[str, Ref]:
+        """The row's git sources by their ``sources:`` key, apex ones only when the row builds apex."""
+        found = {
+            "apex": self.apex,
+            "nvidia_apex": self.nvidia_apex,
+            "mindspeed": self.mindspeed,
+            "mindspeed_llm": self.mindspeed_llm,
+            "megatron": self.megatron,
+        }
+        return {name: ref for name, ref in found.items() if ref is not None}
+
+    @model_validator(mode="after")
+    def _apex_pair(self) -> Row:
+        if (self.apex is None) != (self.nvidia_apex is None):
+            raise ValueError("apex and nvidia_apex go together: Ascend apex is a patch of NVIDIA apex")
+        return self
 
 
 class Matrix(_Model):

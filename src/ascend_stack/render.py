@@ -108,6 +108,7 @@ class Input:
     name: str
     url: str | None = None
     ref: str | None = None
+    commit: str | None = None  # git: the full commit matrix.yaml pins ``ref`` to (shipped rows)
     sha256: str | None = None
     referer: str | None = None
     index: str | None = None
@@ -212,8 +213,34 @@ def _cann(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], l
     return {"files": files, "labels": labels}, inputs
 
 
+def git_input(t: Target, key: str) -> Input:
+    """The git input of the row's source ``key`` (matrix.yaml's spelling); ``nvidia_apex`` is ``nvidia-apex``."""
+    src = t.row.git_sources()[key]
+    return Input("git", key.replace("_", "-"), url=getattr(t.matrix.sources, key), ref=src.ref, commit=src.commit)
+
+
+def commit_of(t: Target, key: str, commits: dict[str, str | None]) -> str | None:
+    """The commit a source builds at: what the build resolved, else what matrix.yaml pins."""
+    src = t.row.git_sources().get(key)
+    return commits.get(key.replace("_", "-")) or (src.commit if src else None)
+
+
+def _source_labels(t: Target, keys: tuple[str, ...], commits: dict[str, str | None]) -> dict[str, str]:
+    """``<source>`` = the ref and ``<source>-commit`` = the commit, for each source of the layer."""
+    out: dict[str, str] = {}
+    for key in keys:
+        src = t.row.git_sources().get(key)
+        if src is None:
+            continue
+        name = key.replace("_", "-")
+        out[name] = src.ref
+        commit = commit_of(t, key, commits)
+        if commit:
+            out[f"{name}-commit"] = commit
+    return out
+
+
 def _pta(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], list[Input]]:
-    sources = t.matrix.sources
     args = [f"torch=={t.torch}", f"torch_npu=={t.torch_npu}"]
     if t.torch_index:
         args.insert(0, f"--extra-index-url {t.torch_index}")
@@ -226,44 +253,42 @@ def _pta(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], lis
             f"torch_npu=={t.torch_npu}",
             url=npu_url.format(py=t.python.replace(".", ""), arch=t.arch) if npu_url else None,
         ),
-        Input("git", "apex", url=sources.apex, ref=t.row.apex.ref),
-        Input("git", "nvidia-apex", url=sources.nvidia_apex, ref=t.row.apex.nvidia_ref),
     ]
-    labels = _labels({"layer": "pta", "torch": t.torch, "torch-npu": t.torch_npu, "apex": t.row.apex.ref})
-    return {"torch_args": " ".join(args), "labels": labels}, inputs
+    if t.row.apex:
+        inputs += [git_input(t, "apex"), git_input(t, "nvidia_apex")]
+    labels = _labels(
+        {"layer": "pta", "torch": t.torch, "torch-npu": t.torch_npu, **_source_labels(t, ("apex",), commits)}
+    )
+    return {"torch_args": " ".join(args), "labels": labels, "apex": bool(t.row.apex)}, inputs
 
 
 def stack_json(t: Target, commits: dict[str, str | None]) -> str:
     """``/etc/ascend-llm-stack/stack.json``: the resolved row, read by ``ascend-llm check``."""
     r = t.row
+    sources: dict[str, Any] = {}
+    for key, src in r.git_sources().items():
+        if key == "nvidia_apex":
+            continue
+        entry: dict[str, Any] = {"ref": src.ref, "commit": commit_of(t, key, commits)}
+        if key == "mindspeed_llm":
+            entry = {"release": r.mindspeed_llm.release, **entry}
+        sources[key] = entry
     data = {
         **{k: v for k, v in t.describe().items() if k not in ("platform", "mindspeed_llm")},
         "transformers": r.transformers,
-        "apex": {"ref": r.apex.ref, "commit": commits.get("apex")},
-        "mindspeed": {"ref": r.mindspeed.ref, "commit": commits.get("mindspeed")},
-        "mindspeed_llm": {
-            "release": r.mindspeed_llm.release,
-            "ref": r.mindspeed_llm.ref,
-            "commit": commits.get("mindspeed-llm"),
-        },
-        "megatron": {"ref": r.megatron.ref, "commit": commits.get("megatron")},
+        "apex": None,
+        **sources,
     }
     return json.dumps(data, indent=2) + "\n"
 
 
 def _mindspeed(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], list[Input]]:
-    s, r = t.matrix.sources, t.row
-    inputs = [
-        Input("git", "mindspeed", url=s.mindspeed, ref=r.mindspeed.ref),
-        Input("git", "mindspeed-llm", url=s.mindspeed_llm, ref=r.mindspeed_llm.ref),
-        Input("git", "megatron", url=s.megatron, ref=r.megatron.ref),
-    ]
+    r = t.row
+    inputs = [git_input(t, key) for key in ("mindspeed", "mindspeed_llm", "megatron")]
     labels = _labels(
         {
             "layer": "mindspeed",
-            "mindspeed": r.mindspeed.ref,
-            "mindspeed-llm": r.mindspeed_llm.ref,
-            "megatron": r.megatron.ref,
+            **_source_labels(t, ("mindspeed", "mindspeed_llm", "megatron"), commits),
             "transformers": r.transformers,
         }
     )
@@ -343,6 +368,13 @@ def template_env(images_dir: Path = IMAGES_DIR) -> jinja2.Environment:
     return env
 
 
+def row_pins(t: Target) -> list[str]:
+    """Every pin of the target after the base layer: CANN's, the MindSpeed-LLM release's, the row's own."""
+    cann = [d for d in t.matrix.cann_packages.python_deps if any(c in d for c in "<>=")]
+    release = t.matrix.support.mindspeed_llm.get(t.row.mindspeed_llm.release)
+    return list(dict.fromkeys([*cann, *(release.pins if release else []), *t.row.pip_pins]))
+
+
 def constraints(t: Target, layer: str) -> str:
     """pip constraints for a layer's installs: later steps must never move torch or the pins.
 
@@ -350,9 +382,8 @@ def constraints(t: Target, layer: str) -> str:
     """
     lines = ["# pip constraints rendered from matrix.yaml; applied to every pip install of this layer"]
     if layer != "base":
-        # CANN's own pins (protobuf, numpy) hold in every later layer too.
-        cann_pins = [d for d in t.matrix.cann_packages.python_deps if any(c in d for c in "<>=")]
-        lines += [f"torch=={t.torch}", f"torch_npu=={t.torch_npu}", *dict.fromkeys([*cann_pins, *t.row.pip_pins])]
+        # CANN's own pins (protobuf, numpy) and the release's hold in every later layer too.
+        lines += [f"torch=={t.torch}", f"torch_npu=={t.torch_npu}", *row_pins(t)]
     return "\n".join(lines) + "\n"
 
 
@@ -373,6 +404,8 @@ def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[Build
             mounts.append("wheelhouse")
         if spec.name == "mindspeed":
             layer_files["mindspeed/stack.json"] = stack_json(t, commits)
+        if spec.name == "pta" and ctx.get("apex"):
+            layer_files["pta/apex_build.py"] = (IMAGES_DIR / "pta/apex_build.py").read_text()
         env_capture = None
         if spec.name == "cann":
             layer_files["cann/capture-env.py"] = (IMAGES_DIR / "cann/capture-env.py").read_text()

@@ -149,7 +149,8 @@ class Sources:
                 if not has_commit(mirror, locked):
                     _fetch(mirror, origin, (locked,), check=False, ca_cert=self.ca_cert)
             if not (_is_repo(mirror) and has_commit(mirror, locked)):
-                raise _unavailable(name, url, mirror, self.override_dir, "" if network_ok else "offline", locked)
+                why = "" if network_ok else "offline"
+                raise _unavailable(name, url, mirror, self.override_dir, why, locked, origin=origin)
             _keep(mirror, locked)
             return mirror, locked
         mirror = self.sync(name, url, offline=offline)
@@ -177,8 +178,11 @@ def _is_repo(path: Path) -> bool:
 
 def _fetch(mirror: Path, origin: str, refspecs: Sequence[str], check: bool = True, ca_cert: Path | None = None) -> None:
     ca = ("-c", f"http.sslCAInfo={ca_cert}") if ca_cert else ()
+    # --update-shallow: a shallow clone (`git clone --depth 1`, what an air-gapped user often carries)
+    # is a valid source; without it git rejects its refs ("shallow roots are not allowed to be updated").
     try:
-        _git(*ca, "fetch", "--quiet", "--force", "--tags", "--", origin, *refspecs, cwd=mirror, check=check)
+        _git(*ca, "fetch", "--quiet", "--force", "--tags", "--update-shallow", "--", origin, *refspecs, cwd=mirror,
+             check=check)  # fmt: skip
     except GitError as exc:
         raise GitError(f"{exc}; fetching {origin} into {mirror}") from None
 
@@ -235,10 +239,27 @@ def export(mirror: Path, commit: str, dest: Path) -> Path:
     return dest
 
 
+def is_shallow(repo: str) -> bool:
+    """A local repository made with ``--depth``: it holds only some commits."""
+    return is_local(repo) and _git("rev-parse", "--is-shallow-repository", cwd=Path(repo), check=False) == "true"
+
+
 def _unavailable(
-    name: str, url: str, mirror: Path, override_dir: Path | None, why: str, commit: str | None = None
+    name: str,
+    url: str,
+    mirror: Path,
+    override_dir: Path | None,
+    why: str,
+    commit: str | None = None,
+    origin: str | None = None,
 ) -> SourceUnavailable:
     subject = f"commit {commit} of git source {name}" if commit else f"git source {name}"
+    if commit and origin and is_shallow(origin):
+        return SourceUnavailable(
+            subject,
+            f"is not in {origin}, a shallow clone: add it there with "
+            f"`git -C {origin} fetch --depth 1 origin {commit}`, or point --sources at a full clone",
+        )
     where = f" ({why})" if why else ""
     alt = f"put a repository at {override_dir}/{name}" if override_dir else f"pass --sources DIR holding DIR/{name}"
     return SourceUnavailable(

@@ -201,6 +201,20 @@ def os_problem(os_name: str, release: Mapping[str, str]) -> str | None:
     return None
 
 
+def apex_problem(version: str | None) -> str | None:
+    """Why an installed apex of ``version`` is not Ascend apex, or None when it is.
+
+    Ascend apex marks its version: ``0.1-ascend`` (49a7994's setup.py; not PEP 440, pip shows it as
+    written), ``0.1+ascend`` or ``0.1.dev20241015+ascend`` (later commits, the seed guide's wheel).
+    NVIDIA's apex is plain ``0.1``: its fused CUDA optimizers cannot run on an NPU.
+    """
+    if version is None:
+        return "apex is not installed"
+    if not re.search(r"[-+_.]ascend\b", version.lower()):
+        return f"apex {version} is installed, not Ascend apex (its version says ascend, e.g. 0.1-ascend)"
+    return None
+
+
 def version_cfg_versions(text: str) -> dict[str, str]:
     """``version.cfg``'s ``<component>_running_version=[7.x.y:<CANN>]`` lines -> {component: CANN version}."""
     out: dict[str, str] = {}

@@ -1,51 +1,76 @@
 """Stand-in git repositories for MindSpeed, MindSpeed-LLM, Megatron-LM, Ascend apex and NVIDIA apex.
 
-**These are not the upstream projects.** The machines of this project cannot reach gitee, gitcode or
-GitHub, so the integration tests build the ``mindspeed`` and ``pta`` layers from these small repositories.
-They are real git repositories with deterministic commit ids (fixed identities and dates, no user
-configuration), and they keep the upstream layout that our Dockerfiles and the stage runner rely on
-(``shared/reference/mindspeed-llm.md`` §1, §3.3 and ``ascend-runtime.md`` §3.3):
+**These are not the upstream projects** (except ``megatron/core``, see below). The machines of this
+project cannot reach gitee, gitcode or GitHub, so the integration tests build the ``mindspeed`` and
+``pta`` layers from these small repositories. They are real git repositories with deterministic commit
+ids (fixed identities and dates, no user configuration), and they model exactly the behaviours of the
+real repositories that our Dockerfiles, the builder and the stage runner depend on. Each was checked
+against the real repository at the commit the seed row pins (Ascend/MindSpeed 2c085cc9, Ascend/MindSpeed-LLM
+v2.1.0, NVIDIA/Megatron-LM core_r0.8.0, Ascend/apex 49a7994, NVIDIA/apex 4ef930c1) in a session with
+their snapshots; what they model:
 
 ``mindspeed`` (branch ``master``)
-    ``setup.py`` (setuptools, package ``mindspeed`` 0.8.0), ``mindspeed/__init__.py``,
-    ``mindspeed/megatron_adaptor.py`` (imports ``megatron.core`` as the real one needs Megatron),
-    ``requirements.txt`` with two small pure-Python PyPI packages.
+    ``setup.py`` (setuptools, package ``mindspeed`` 0.8.0) that, **like the real one, runs
+    ``sys.executable -m pip install -r requirements.txt`` at import time unless ``CI_BUILD=1``** (so an
+    install without CI_BUILD escapes the build's constraints, and fails where pip is not importable, as
+    inside an isolated build environment); ``mindspeed/__init__.py``; ``mindspeed/megatron_adaptor.py``
+    (imports ``megatron.core`` as the real one needs Megatron); ``requirements.txt`` with two small
+    pure-Python PyPI packages (the real list is 22 packages, gpytorch and scikit-learn among them).
 ``mindspeed-llm`` (branch ``2.1.0``, tag ``v2.1.0`` on an earlier commit of it, like upstream)
     The entry scripts at the root (``convert_ckpt.py``, ``preprocess_data.py``, ``pretrain_gpt.py``,
     ``posttrain_gpt.py``, ``inference.py``, ``evaluation.py``, ``pretrain_mamba.py``). Each imports
     ``mindspeed_llm.tasks.megatron_adaptor`` (hence MindSpeed and the copied-in ``megatron/``, as upstream)
     and prints one JSON line: ``{"stand_in": "MindSpeed-LLM", "script": ..., "purpose": ..., "argv": [...],
     "megatron": "0.8.0", "megatron_dir": <path of megatron/>, "mindspeed": "0.8.0", "rank": $RANK,
-    "world_size": $WORLD_SIZE}``. Also ``mindspeed_llm/``, ``configs/``,
-    ``examples/mcore/qwen3/*.sh`` launchers and a ``requirements.txt`` of small pure-Python packages.
+    "world_size": $WORLD_SIZE}``. Also ``mindspeed_llm/``, ``configs/``, ``examples/mcore/qwen3/*.sh``
+    launchers and a ``requirements.txt`` with the real v2.1.0 pins that decide how pip resolves the layer
+    (``numpy>=1.19.2,<2.0.0``, ``transformers==4.43.2`` — replaced by the row's pin afterwards, as the
+    guide says —, ``datasets>=2.16.0``, which brings pyarrow), plus small pure-Python ones; the heavy
+    rest of the real list (ray, peft, bitsandbytes-npu-beta, tiktoken, ...) is left out.
 ``megatron`` (branch ``core_r0.8.0``)
-    ``megatron/core``, ``megatron/training``, ``megatron/legacy``; ``megatron/core/package_info.py`` says
-    0.8.0, which identifies the branch as it does upstream.
+    ``megatron/core`` is **the real package**: the Python files of PyPI's ``megatron-core`` 0.8.0 wheel
+    (the ``megatron/core`` of Megatron-LM core_r0.8.0; its compiled dataset helper is left out, the
+    source tree has none either), so ``import megatron.core`` in a CI image is a real import of real code,
+    including ``tensor_parallel/random.py``'s ``from pkg_resources import packaging``. ``megatron/training``,
+    ``megatron/legacy`` and ``megatron/inference`` are stand-ins (MindSpeed-LLM needs the whole tree; the
+    wheel has ``megatron/core`` alone).
 ``apex`` (Ascend's, branch ``master``)
-    ``patch/npu.patch`` (a unified diff that ``patch -p1`` applies to the ``nvidia-apex`` stand-in; it adds
-    ``--npu_float_status`` and the ``0.1+ascend`` version to ``setup.py``, as the real patch does),
-    ``src/apex/...`` (NPU fused optimizers), ``tests/`` and ``scripts/build.sh``.
+    ``patch/npu.patch`` (a unified diff that ``patch -p1`` applies to the ``nvidia-apex`` stand-in; like
+    the real patch at 49a7994 it sets the version to ``0.1-ascend`` — not PEP 440, so it needs the
+    setuptools<=65.7 the real build uses — and handles ``--cpp_ext`` only: ``--npu_float_status`` is
+    rejected by setuptools, as upstream), ``src/apex/...`` (NPU fused optimizers), ``tests/`` and
+    ``scripts/build.sh``, which like the real one checks out NVIDIA apex at a commit and runs
+    ``setup.py --cpp_ext bdist_wheel`` (the pta layer reads both from it).
 ``nvidia-apex`` (branch ``master``)
     ``setup.py`` that strips its ``--cpp_ext`` flag from ``sys.argv`` before calling setuptools (the real
-    one compiles ``apex_C`` then); package ``apex`` 0.1; ``csrc/``, ``tests/``. After the Ascend patch,
-    ``python setup.py --cpp_ext --npu_float_status bdist_wheel`` gives ``apex-0.1+ascend-<py>-<abi>-
-    <platform>.whl``; without it, setuptools rejects ``--npu_float_status``.
+    one compiles ``apex_C`` then); package ``apex`` 0.1; ``csrc/``, ``tests/``.
 
-What they do not imitate: no code of the upstream projects is here. Nothing patches Megatron, trains,
-converts or evaluates; no C++ or CUDA/NPU extension is compiled (a requested extension only makes the
-wheel platform-specific, as the real one is); torch is not imported by ``setup.py`` or by the entry scripts.
+What they do not imitate: no code of the upstream projects is here but megatron-core's. Nothing patches
+Megatron, trains, converts or evaluates; no C++ or CUDA/NPU extension is compiled (a requested extension
+only makes the wheel platform-specific, as the real one is); torch is not imported by ``setup.py`` or by
+the entry scripts (the real apex setup.py and every real entry script import it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
-__all__ = ["REPOS", "add_commit", "make_source_repos", "nvidia_apex_setup_py"]
+__all__ = ["MEGATRON_CORE", "REPOS", "add_commit", "make_source_repos", "megatron_core_wheel", "nvidia_apex_setup_py"]
 
 REPOS = ("mindspeed", "mindspeed-llm", "megatron", "apex", "nvidia-apex")
+
+# PyPI's megatron-core 0.8.0 (Megatron-LM core_r0.8.0's megatron/core): file name and the sha256 PyPI
+# publishes for it. Only its Python files are used, so the cp311 x86_64 build serves every target.
+MEGATRON_CORE = (
+    "megatron_core-0.8.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    "2f9201f55044ec95c9e4f0ce2b66eef6ea40665b6883fd72a0bfe59862051ff2",
+)
 
 _BASE_TIME = 1735689600  # 2025-01-01T00:00:00Z; commit n of a repository is n hours later
 _NAME = "ascend-llm-stack test fixtures"
@@ -91,11 +116,14 @@ class _Repo:
         self.path, self.commits = path, 0
         _git(path, "init", "-q", "--template=", "-b", branch)
 
-    def commit(self, files: dict[str, str], message: str, executable: tuple[str, ...] = ()) -> str:
+    def commit(self, files: dict[str, str | bytes], message: str, executable: tuple[str, ...] = ()) -> str:
         for rel, text in files.items():
             f = self.path / rel
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(text, encoding="utf-8", newline="\n")
+            if isinstance(text, bytes):
+                f.write_bytes(text)
+            else:
+                f.write_text(text, encoding="utf-8", newline="\n")
             f.chmod(0o755 if rel in executable or rel.endswith(".sh") else 0o644)
         when = _BASE_TIME + 3600 * self.commits
         self.commits += 1
@@ -107,20 +135,42 @@ class _Repo:
         _git(self.path, "tag", "-a", name, "-m", message, ref, when=_BASE_TIME + 3600 * self.commits)
 
 
-def make_source_repos(dest: Path) -> dict[str, Path]:
+def megatron_core_wheel(cache: Path) -> Path:
+    """PyPI's megatron-core 0.8.0 wheel in ``cache`` (downloaded once with pip), checked against PyPI's sha256."""
+    name, sha256 = MEGATRON_CORE
+    wheel = Path(cache) / name
+    if not wheel.is_file():
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "-d", str(cache),
+             "megatron-core==0.8.0"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if out.returncode != 0 or not wheel.is_file():
+            raise RuntimeError(f"cannot download megatron-core 0.8.0 from PyPI: {out.stderr.strip()[-300:]}")
+    got = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if got != sha256:
+        raise RuntimeError(f"{wheel}: sha256 {got}, PyPI publishes {sha256}")
+    return wheel
+
+
+def make_source_repos(dest: Path, megatron_core: Path) -> dict[str, Path]:
     """Create the five stand-in repositories under ``dest`` (``dest/<name>``); see the module docstring.
 
-    Returns ``{name: path}`` for ``mindspeed``, ``mindspeed-llm``, ``megatron``, ``apex``, ``nvidia-apex``.
-    Each is a non-bare repository with its branch checked out; the same call gives the same commit ids.
+    ``megatron_core`` is PyPI's megatron-core 0.8.0 wheel (:func:`megatron_core_wheel`), whose Python
+    files become the Megatron stand-in's ``megatron/core``. Returns ``{name: path}`` for ``mindspeed``,
+    ``mindspeed-llm``, ``megatron``, ``apex``, ``nvidia-apex``. Each is a non-bare repository with its
+    branch checked out; the same call gives the same commit ids.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     paths = {name: dest / name for name in REPOS}
     _make_mindspeed(paths["mindspeed"])
     _make_mindspeed_llm(paths["mindspeed-llm"])
-    _make_megatron(paths["megatron"])
-    _make_nvidia_apex(paths["nvidia-apex"])
-    _make_ascend_apex(paths["apex"])
+    _make_megatron(paths["megatron"], Path(megatron_core))
+    nvidia = _make_nvidia_apex(paths["nvidia-apex"])
+    _make_ascend_apex(paths["apex"], nvidia)
     return paths
 
 
@@ -169,8 +219,13 @@ def _make_mindspeed(path: Path) -> None:
         "README.md": _readme("MindSpeed", "\nInstall: `pip install -r requirements.txt && pip install -e .`\n"),
         "requirements.txt": "einops\nsix\n",
         "setup.py": (
-            f'"""{doc}"""\n\n'
+            f'"""{doc}\n\nLike the real setup.py it installs its requirements itself unless CI_BUILD=1."""\n\n'
+            "import os\n"
+            "import subprocess\n"
+            "import sys\n\n"
             "import setuptools\n\n"
+            "if os.getenv('CI_BUILD', '0') != '1':\n"
+            "    subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-r', 'requirements.txt'])\n\n"
             "setuptools.setup(\n"
             '    name="mindspeed",\n'
             '    version="0.8.0",\n'
@@ -297,7 +352,7 @@ def _make_mindspeed_llm(path: Path) -> None:
             "\nEntry scripts live at the root. Copy Megatron-LM core_r0.8.0's `megatron/` here and\n"
             "`pip install -r requirements.txt` (MindSpeed installed separately).\n",
         ),
-        "requirements.txt": "einops\nsix\ncodetiming\n",
+        "requirements.txt": "numpy>=1.19.2,<2.0.0\ntransformers==4.43.2\ndatasets>=2.16.0\neinops\nsix\ncodetiming\n",
         "mindspeed_llm/__init__.py": f'"""{doc}"""\n',
         "mindspeed_llm/_standin.py": _LLM_RUNNER.format(doc=doc),
         "mindspeed_llm/tasks/__init__.py": f'"""{doc}"""\n',
@@ -365,23 +420,28 @@ def _make_mindspeed_llm(path: Path) -> None:
 # Megatron-LM
 
 
-def _make_megatron(path: Path) -> None:
+def _megatron_core_files(wheel: Path) -> dict[str, str | bytes]:
+    """``megatron/core/**`` of the wheel: everything but compiled code (the source tree has none)."""
+    out: dict[str, str | bytes] = {}
+    with zipfile.ZipFile(wheel) as zf:
+        for name in sorted(zf.namelist()):
+            if name.startswith("megatron/core/") and not name.endswith("/") and not name.endswith(".so"):
+                out[name] = zf.read(name)
+    if "megatron/core/package_info.py" not in out:
+        raise RuntimeError(f"{wheel} has no megatron/core/package_info.py: not a megatron-core wheel")
+    return out
+
+
+def _make_megatron(path: Path, megatron_core: Path) -> None:
     repo = _Repo(path, "core_r0.8.0")
     doc = _STAND_IN.format(what="Megatron-LM core_r0.8.0")
-    files = {
-        "README.md": _readme("Megatron-LM core_r0.8.0", "\nMindSpeed-LLM copies `megatron/` into its root.\n"),
-        "megatron/core/__init__.py": (
-            f'"""{doc}"""\n\nfrom megatron.core.package_info import __version__  # noqa: F401\n'
+    files: dict[str, str | bytes] = {
+        "README.md": _readme(
+            "Megatron-LM core_r0.8.0",
+            "\n`megatron/core` is the real megatron-core 0.8.0 from PyPI; the rest of `megatron/` is a stand-in.\n"
+            "MindSpeed-LLM copies `megatron/` into its root.\n",
         ),
-        "megatron/core/package_info.py": (
-            f'"""{doc} Version of megatron.core on the core_r0.8.0 branch."""\n\n'
-            'MAJOR = 0\nMINOR = 8\nPATCH = 0\nPRE_RELEASE = ""\n\n'
-            "VERSION = (MAJOR, MINOR, PATCH, PRE_RELEASE)\n"
-            '__shortversion__ = ".".join(map(str, VERSION[:3]))\n'
-            "__version__ = __shortversion__ + VERSION[3]\n"
-            '__package_name__ = "megatron_core"\n'
-        ),
-        "megatron/core/parallel_state.py": f'"""{doc} (parallel_state: nothing here)."""\n',
+        **_megatron_core_files(megatron_core),
         "megatron/training/__init__.py": (
             f'"""{doc}"""\n\n\ndef get_args():\n    """The real one returns the parsed global arguments."""\n'
             "    return None\n"
@@ -389,7 +449,7 @@ def _make_megatron(path: Path) -> None:
         "megatron/legacy/__init__.py": f'"""{doc}"""\n',
         "megatron/inference/__init__.py": f'"""{doc}"""\n',
     }
-    repo.commit(files, "Megatron-LM stand-in: core_r0.8.0")
+    repo.commit(files, "Megatron-LM stand-in: core_r0.8.0 (megatron/core from megatron-core 0.8.0)")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -420,9 +480,9 @@ def nvidia_apex_setup_py(patched: bool) -> str:
     ]
     if patched:
         lines += [
-            'if "--npu_float_status" in sys.argv:',
-            '    sys.argv.remove("--npu_float_status")',
-            '    ext_modules.append("npu_float_status")',
+            "# Ascend apex 49a7994's patch adds the change_data_ptr extension to --cpp_ext; it knows no other flag.",
+            'if "apex_C" in ext_modules:',
+            '    ext_modules.append("change_data_ptr")',
             "",
         ]
     lines += [
@@ -434,7 +494,7 @@ def nvidia_apex_setup_py(patched: bool) -> str:
         "",
         "setup(",
         '    name="apex",',
-        f'    version="{"0.1+ascend" if patched else "0.1"}",',
+        f'    version="{"0.1-ascend" if patched else "0.1"}",',
         '    packages=find_packages(exclude=("build", "csrc", "include", "tests", "dist", "docs", "examples")),',
         '    description="PyTorch Extensions written by NVIDIA (stand-in)",',
         "    distclass=BinaryDistribution,",
@@ -473,7 +533,7 @@ def _unified_diff(old: dict[str, str], new: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _make_nvidia_apex(path: Path) -> None:
+def _make_nvidia_apex(path: Path) -> str:
     repo = _Repo(path, "master")
     doc = _STAND_IN.format(what="NVIDIA apex")
     files = {
@@ -486,17 +546,17 @@ def _make_nvidia_apex(path: Path) -> None:
         "csrc/flatten_unflatten.cpp": f"// {doc} (apex_C sources are not compiled by the stand-in)\n",
         "tests/L0/run_test.py": f'"""{doc} (test runner)."""\n',
     }
-    repo.commit(files, "NVIDIA apex stand-in")
+    return repo.commit(files, "NVIDIA apex stand-in")
 
 
-def _make_ascend_apex(path: Path) -> None:
+def _make_ascend_apex(path: Path, nvidia_commit: str) -> None:
     repo = _Repo(path, "master")
     doc = _STAND_IN.format(what="Ascend apex")
     build_sh = f"""#!/bin/bash
 # {doc}
-# Same steps as the real scripts/build.sh: clone NVIDIA apex at a pinned commit, apply patch/npu.patch,
-# copy src/ and tests/ over it, build the wheel. NVIDIA_APEX_URL / NVIDIA_APEX_REF (stand-in only) point
-# the clone elsewhere, e.g. at the nvidia-apex stand-in.
+# Same steps as the real scripts/build.sh (49a7994): clone NVIDIA apex, check out the commit the patch is
+# for, apply patch/npu.patch, copy src/ and tests/ over it, build the wheel with `setup.py --cpp_ext`.
+# NVIDIA_APEX_URL (stand-in only) points the clone elsewhere, e.g. at the nvidia-apex stand-in.
 set -e
 SUPPORTED_PY_VERSION=(3.7 3.8 3.9 3.10 3.11 3.12 3.13)
 PY_VERSION=3.10
@@ -519,11 +579,11 @@ if [ -d "$APEX_DIR" ]; then
 fi
 git clone "${{NVIDIA_APEX_URL:-https://github.com/NVIDIA/apex.git}}" "$APEX_DIR"
 cd "$APEX_DIR"
-git checkout "${{NVIDIA_APEX_REF:-4ef930c1c884fdca5f472ab2ce7cb9b505d26c1a}}"
+git checkout {nvidia_commit}
 patch -p1 < "$ROOT_DIR/patch/npu.patch"
 cp -r "$ROOT_DIR"/src/* "$APEX_DIR"
 cp -r "$ROOT_DIR"/tests/* "$APEX_DIR/tests"
-"python$PY_VERSION" setup.py --cpp_ext --npu_float_status bdist_wheel
+"python$PY_VERSION" setup.py --cpp_ext bdist_wheel
 echo "The apex wheel is in $APEX_DIR/dist"
 """
     adam = (
@@ -537,7 +597,7 @@ echo "The apex wheel is in $APEX_DIR/dist"
     files = {
         "README.md": _readme(
             "Ascend apex",
-            "\nBuild: `bash scripts/build.sh --python=3.x`; the wheel is apex/dist/apex-0.1+ascend-*.whl\n",
+            "\nBuild: `bash scripts/build.sh --python=3.x`; the wheel is apex/dist/apex-0.1_ascend-*.whl\n",
         ),
         "patch/npu.patch": _unified_diff(_apex_files(patched=False), _apex_files(patched=True)),
         "src/apex/optimizers/npu_fused_adam.py": adam,

@@ -70,6 +70,29 @@ def test_megatron_tree_is_copied_in(host: Any, stack: dict[str, Any]) -> None:
     assert not missing, f"{HOME}/megatron lacks {', '.join(missing)}/ (Megatron-LM {ref}'s megatron/ tree)"
 
 
+# Modules that import without torch_npu's device libraries (so on any host): a broken import here
+# would otherwise first show when a stage starts on 8 NPUs. megatron.core and transformers must be there.
+REQUIRED_IMPORTS = ("megatron.core", "transformers")
+OPTIONAL_IMPORTS = ("datasets", "peft", "accelerate", "sentencepiece", "einops")  # when installed
+
+
+@pytest.mark.parametrize("module", REQUIRED_IMPORTS + OPTIONAL_IMPORTS)
+def test_imports_as_a_stage_imports_it(module: str, host: Any, pip_versions: dict[str, str]) -> None:
+    if module in OPTIONAL_IMPORTS and module not in pip_versions:
+        pytest.skip(f"{module} is not installed in this image")
+    # From MindSpeed-LLM's home, as the stages run: `megatron` is the tree copied in there.
+    out = host.run(f"cd {HOME} && TORCH_DEVICE_BACKEND_AUTOLOAD=0 python -c 'import {module}' 2>&1")
+    last = (out.stdout.strip().splitlines() or ["no output"])[-1]
+    assert out.rc == 0, f"`import {module}` fails in {HOME}: {last}"
+
+
+def test_megatron_core_is_the_copied_in_tree(host: Any) -> None:
+    """Not a megatron-core wheel from some requirements file: the tree of the pinned Megatron-LM commit."""
+    code = "import importlib.util as u; s = u.find_spec('megatron.core'); print(s.origin if s else '')"
+    where = host.check_output(f'cd {HOME} && python -c "{code}"').strip()
+    assert where == f"{HOME}/megatron/core/__init__.py", f"megatron.core comes from {where or 'nowhere'}"
+
+
 def test_transformers_is_the_rows_pin(pip_versions: dict[str, str], target: Target) -> None:
     have = pip_versions.get("transformers")
     assert have == target.row.transformers, f"transformers {have} is installed, the row pins {target.row.transformers}"
@@ -77,12 +100,11 @@ def test_transformers_is_the_rows_pin(pip_versions: dict[str, str], target: Targ
 
 def test_mindspeed_labels_are_the_installed_stack(labels: dict[str, str], stack: dict[str, Any],
                                                   pip_versions: dict[str, str]) -> None:  # fmt: skip
-    installed = {
-        "mindspeed": (stack.get("mindspeed") or {}).get("ref"),
-        "mindspeed-llm": (stack.get("mindspeed_llm") or {}).get("ref"),
-        "megatron": (stack.get("megatron") or {}).get("ref"),
-        "transformers": pip_versions.get("transformers"),
-    }
+    installed = {"transformers": pip_versions.get("transformers")}
+    for key in ("mindspeed", "mindspeed_llm", "megatron"):
+        name = key.replace("_", "-")
+        installed[name] = (stack.get(key) or {}).get("ref")
+        installed[f"{name}-commit"] = (stack.get(key) or {}).get("commit")
     wrong = [f"label {k}={labels.get(f'io.ascend-llm-stack.{k}')}, installed {v}" for k, v in installed.items()
              if labels.get(f"io.ascend-llm-stack.{k}") != v]  # fmt: skip
     assert not wrong, "; ".join(wrong)

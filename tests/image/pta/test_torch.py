@@ -9,9 +9,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from ascend_stack import render
 from ascend_stack.lock import Lock
 from ascend_stack.target import Target
-from ascend_stack.verify import HOST_DRIVER_LIBS, ldd_missing
+from ascend_stack.verify import HOST_DRIVER_LIBS, apex_problem, ldd_missing
 
 NO_AUTOLOAD = "TORCH_DEVICE_BACKEND_AUTOLOAD=0"  # torch >= 2.5 would load torch_npu, which needs the driver
 
@@ -32,10 +33,13 @@ def test_torch_npu_is_the_rows(pip_versions: dict[str, str], target: Target) -> 
     assert Version(have) == Version(target.torch_npu), f"torch_npu {have} is installed, the row says {target.torch_npu}"
 
 
-def test_apex_is_ascend_apex(pip_versions: dict[str, str]) -> None:
+def test_apex_is_ascend_apex(pip_versions: dict[str, str], target: Target) -> None:
     have = pip_versions.get("apex")
-    assert have is not None, "apex is not installed"
-    assert have.endswith("+ascend"), f"apex {have} is installed, not Ascend apex (0.1+ascend)"
+    if target.row.apex is None:
+        assert have is None, f"apex {have} is installed, but row {target.row.key} builds none (MindSpeed provides it)"
+        return
+    problem = apex_problem(have)
+    assert problem is None, problem
 
 
 @pytest.mark.parametrize("name", ["torch", "torch_npu"])
@@ -48,16 +52,24 @@ def test_wheel_is_the_locked_file(name: str, pip_versions: dict[str, str], lock:
     assert have in versions, f"{name} {have} is installed, the lock records {', '.join(sorted(locked))}"
 
 
-def test_row_pip_pins_hold(pip_versions: dict[str, str], target: Target) -> None:
+def test_pins_hold(pip_versions: dict[str, str], target: Target) -> None:
+    """Every constraint of the row (CANN's, its MindSpeed-LLM release's, its own) holds where installed."""
     problems = []
-    for spec in target.row.pip_pins:
+    for spec in render.row_pins(target):
         req = Requirement(spec)
         have = pip_versions.get(req.name.lower().replace("_", "-"))
-        if have is None:
-            problems.append(f"{req.name} is not installed ({spec})")
-        elif not req.specifier.contains(Version(have), prereleases=True):
-            problems.append(f"{req.name} {have} breaks the row's pin {spec}")
+        if have is not None and not req.specifier.contains(Version(have), prereleases=True):
+            problems.append(f"{req.name} {have} breaks the pin {spec}")
     assert not problems, "; ".join(problems)
+
+
+def test_pkg_resources_imports_where_the_sources_need_it(host: Any, target: Target) -> None:
+    """Megatron core_r0.8.0, MindSpeed 2c085cc9 and MindSpeed-LLM <= 2.2.0 import pkg_resources."""
+    release = target.matrix.support.mindspeed_llm.get(target.row.mindspeed_llm.release)
+    if not release or not any(Requirement(p).name == "setuptools" for p in release.pins):
+        pytest.skip(f"MindSpeed-LLM {target.row.mindspeed_llm.release}'s sources do not import pkg_resources")
+    out = host.run("python -c 'import pkg_resources' 2>&1")
+    assert out.rc == 0, f"`import pkg_resources` fails: {(out.stdout.strip().splitlines() or ['?'])[-1]}"
 
 
 def test_import_torch_without_device_autoload(host: Any) -> None:
@@ -117,6 +129,12 @@ def test_pta_labels_are_the_installed_versions(labels: dict[str, str], pip_versi
     assert not problems, "; ".join(problems)
 
 
-def test_apex_label_is_the_rows_ref(labels: dict[str, str], target: Target) -> None:
-    got = labels.get("io.ascend-llm-stack.apex")
-    assert got == target.row.apex.ref, f"label apex={got}, the row builds apex {target.row.apex.ref}"
+def test_apex_labels_are_the_rows_ref_and_commit(labels: dict[str, str], target: Target) -> None:
+    apex = target.row.apex
+    got = (labels.get("io.ascend-llm-stack.apex"), labels.get("io.ascend-llm-stack.apex-commit"))
+    if apex is None:
+        assert got == (None, None), f"labels say apex {got}, the row builds none"
+        return
+    assert got[0] == apex.ref, f"label apex={got[0]}, the row builds apex {apex.ref}"
+    if apex.commit:
+        assert got[1] == apex.commit, f"label apex-commit={got[1]}, matrix.yaml pins {apex.commit}"
