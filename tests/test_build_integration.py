@@ -97,7 +97,8 @@ def test_mindspeed_llm_holds_megatron_at_the_pinned_ref(chain: Chain, docker_cli
     lock = yaml.safe_load((chain.opts.dirs.locks / "test.yaml").read_text())
     assert stack["megatron"]["ref"] == "core_r0.8.0"
     for name in ("megatron", "mindspeed", "mindspeed-llm"):
-        head = subprocess.run(["git", "-C", str(chain.repos[name]), "rev-parse", stack[name.replace("-", "_")]["ref"]],
+        ref = stack[name.replace("-", "_")]["ref"] + "^{commit}"  # v2.1.0 is an annotated tag, as upstream's
+        head = subprocess.run(["git", "-C", str(chain.repos[name]), "rev-parse", ref],
                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         assert stack[name.replace("-", "_")]["commit"] == head
         assert head in json.dumps(lock)
