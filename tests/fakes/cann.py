@@ -1,11 +1,13 @@
-"""Stand-ins for Huawei's CANN ``.run`` installers (toolkit, chip kernels, NNAL), for offline tests.
+"""Stand-ins for Huawei's CANN ``.run`` installers (toolkit, chip kernels or ops, NNAL), for offline tests.
 
 **These are not Huawei's software.** They stand in for ``Ascend-cann-toolkit_<ver>_linux-<arch>.run``,
-``Ascend-cann-kernels-910b_<ver>_linux-<arch>.run`` / ``Atlas-A3-cann-kernels_<ver>_linux-<arch>.run`` and
-``Ascend-cann-nnal_<ver>_linux-<arch>.run``, which cannot be downloaded on this project's machines, so that
-the image chain can be built for real through a Docker engine. Each file is a self-contained bash script in
-the style of a makeself archive: a shell header, a marker line, then an uncompressed tar archive that the
-header extracts with ``tail``/``tar`` from ``"$0"`` into a temporary directory (removed again on exit).
+``Ascend-cann-kernels-910b_<ver>_linux-<arch>.run`` / ``Atlas-A3-cann-kernels_<ver>_linux-<arch>.run``
+(before 8.5.0) or ``Ascend-cann-910b-ops_<ver>_linux-<arch>.run`` / ``Ascend-cann-A3-ops_...`` (8.5.0 and
+later, see the last section) and ``Ascend-cann-nnal_<ver>_linux-<arch>.run``, which cannot be downloaded on
+this project's machines, so that the image chain can be built for real through a Docker engine. Each file is
+a self-contained bash script in the style of a makeself archive: a shell header, a marker line, then an
+uncompressed tar archive that the header extracts with ``tail``/``tar`` from ``"$0"`` into a temporary
+directory (removed again on exit).
 
 What they imitate (see ``shared/reference/ascend-runtime.md`` §1):
 
@@ -40,6 +42,67 @@ the real installer always writes (``/etc/Ascend/ascend_cann_install.info`` and `
 for root, their ``$HOME`` equivalents otherwise) are written only when the install path is the default one.
 
 Output is deterministic: the same arguments give byte-identical files (same sha256).
+
+**CANN 8.5.0 and later** (:func:`uses_cann_layout`; versions compare as 8.3.RC1 < 8.5.0 < 9.0.0, x.y.RCn before
+x.y.0). Everything above holds unless said here. Sources: [issue] ascend-llm-stack issue 11; [inst] hiascend
+CANN 8.5.0 "Installing CANN" (canncommercial/850 and CANNCommunityEdition/850, instg_0008/0089/0093) and 9.0.0
+(canncommercial/900 instg_0008); [paths] hiascend canncommercial/850 instg_0044 "File Paths"; [deployer]
+ascend-deployer 26.0.0 (PyPI): ``downloader/software/CANN_8.5.0.json`` / ``CANN_9.0.0.json``,
+``library/install_cann.py``, ``library/process_test.py``; [image] Ascend/cann-container-image
+``cann/8.5.0-910b-ubuntu22.04-py3.11/Dockerfile`` (after "Fix 8.5.0 env", 036bd46a) and ``cann/9.0.0-*``;
+[env] the environment of the official 8.5.0 image after its entrypoint sourced ``ascend-toolkit/set_env.sh``,
+and its ``ascend_toolkit_install.info``, printed by vllm-ascend's ``collect_env`` in a public bug report;
+[measured] public notes of real installs found by code search (an xlings recipe for the 8.5.0 toolkit, a
+9.2.0-beta.2 vllm-ascend build note, an A3 8.5.0 kernel path); [hicann] READMEs of hicann operator repos;
+[msllm] MindSpeed-LLM install guides (v2.3.0, v26.0.0, v26.1.0). What the 8.5 stand-in models:
+
+* the package set: ``Ascend-cann-toolkit_``, ``Ascend-cann-<chip>-ops_`` with chip ``910b`` (Atlas A2), ``A3``
+  (capital), ``910``, ``310p``, and ``Ascend-cann-nnal_`` (``_<ver>_linux-<arch>.run``) [deployer, issue,
+  image, msllm]; the result key of the chip package is ``ops-<chip>`` where older releases give
+  ``kernels-<chip>``;
+* the toolkit tree ``<install-path>/cann-<ver>/`` with the absolute links ``<install-path>/cann`` ->
+  ``<install-path>/cann-<ver>`` and ``<install-path>/ascend-toolkit/latest`` -> ``<install-path>/cann``
+  [measured; deployer: "the new CANN makes an ascend-toolkit link"], and ``ascend-toolkit/set_env.sh`` ->
+  ``ascend-toolkit/latest/set_env.sh`` [measured, 9.2.0-beta.2], so ``cann/set_env.sh``, ``cann-<ver>/set_env.sh``
+  and ``ascend-toolkit/set_env.sh`` are one file [inst, msllm, image]; default install path as before [inst];
+* ``set_env.sh`` exports ``ASCEND_TOOLKIT_HOME``, ``ASCEND_HOME_PATH`` and ``ASCEND_AICPU_PATH`` =
+  ``<install-path>/cann-<ver>`` whichever link was sourced, ``ASCEND_OPP_PATH`` = ``.../opp``, ``TOOLCHAIN_HOME``
+  = ``.../toolkit`` [env, image]; ``LD_LIBRARY_PATH`` gets ``lib64``, ``lib64/plugin/opskernel``,
+  ``lib64/plugin/nnengine``, ``opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/<arch>``, ``tools/aml/lib64``,
+  ``tools/aml/lib64/plugin``, then the driver's ``lib64``, ``lib64/common``, ``lib64/driver``, in that order
+  [env]; ``PYTHONPATH`` ``python/site-packages`` and ``opp/built-in/op_impl/ai_core/tbe``; ``PATH`` ``bin``,
+  ``tools/ccec_compiler/bin``, ``tools/profiler/bin``, ``tools/ascend_system_advisor/asys``,
+  ``tools/show_kernel_debug_data``, ``tools/msobjdump`` [image]; the ccec stand-in sits in
+  ``<arch>-linux/ccec_compiler/bin`` [measured];
+* ``cann-<ver>/<arch>-linux/ascend_toolkit_install.info`` (read as ``<install-path>/cann/<arch>-linux/...``
+  [paths]) with ``path=<install-path>/cann-<ver>`` and, for 8.5.0, the real innerversion and
+  compatible_version [env]; headers under ``<arch>-linux/include`` [measured: ``cann-8.5.0/x86_64-linux/asc``];
+* the ops package refuses unless the toolkit of the same version is installed at the same install path
+  ("ops needs the same-version Toolkit installed in the same path" [inst]; ascend-deployer looks for
+  ``cann-<ops version>/*/ascend_toolkit_install.info`` [deployer]); it installs the chip's kernels into
+  ``cann-<ver>/opp/built-in/op_impl/ai_core/tbe/kernel/<chip dir>/`` (``ascend910_93`` for A3 [measured]) and
+  writes ``cann-<ver>/<arch>-linux/ascend_ops_install.info`` (``package_name=Ascend-cann-<chip>-ops``,
+  ``version=`` [hicann]); a second, different chip's ops package into the same tree is refused ("ops packages
+  of several chips cannot yet be installed in the same path; install Toolkit and each chip's ops to different
+  paths" [inst]); the ops package brings ``libhccl.so`` (the ops package "integrates ... the HCCL collective
+  communication library" [inst]);
+* NNAL installs as before (``nnal/atb/set_env.sh``), but its ATB ``set_env.sh`` takes cxx_abi_1 unless
+  ``--cxx_abi=0`` is given [issue; the official 8.5.0/9.0.0 images record ``.../cxx_abi_1`` [image]].
+
+Chosen where no source shows the detail (the plainest behaviour): ops and toolkit versions must be equal for
+9.0.0 too (its guide says "a compatible version"); ``ascend_ops_install.info``'s keys other than
+package_name/version, the ``[Ops]`` label and all messages; ``version.cfg`` keeps its earlier form (scripts read
+``cann/version.cfg``, its 8.5 content is not public) and invented component versions; ``tools/ccec_compiler`` is a
+relative link to ``../<arch>-linux/ccec_compiler`` and the other tool directories are empty; the toolkit
+refuses to install beside an ``ascend-toolkit/<version>`` tree of an earlier release, even with ``--upgrade``
+(the guide says to upgrade from an earlier release with the upgrade option or to uninstall it first [inst]);
+several ``cann-<ver>`` trees may coexist, ``cann`` follows the last toolkit installed and uninstalling that one
+removes the links; ATB's default does not ask torch.
+Not modelled: ``cann-<ver>/share/info/ascendnpu-ir/bin/set_env.sh`` (BiSheng, sourced by the official images);
+``ASCEND_TOOLKIT_LATEST_HOME`` and 9.0's ``CMAKE_PREFIX_PATH`` (image ``ENV`` lines, not shown to come from
+``set_env.sh``); ``--whitelist=nnrt`` and the NNAE/NNRT scenes that 8.5 folds into the toolkit; ``install.conf``;
+the ``.zip`` that wraps each published ``.run``; the 310b and 950 ops; the ops' sub-packages (ops_transformer,
+...); mixing releases before and after 8.5.0 in one install path beyond that one refusal.
 """
 
 from __future__ import annotations
@@ -53,11 +116,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ARCHES", "CHIPS", "make_cann_packages", "package_file_names"]
+__all__ = [
+    "ARCHES",
+    "CANN_LAYOUT_FROM",
+    "CHIPS",
+    "OPS_FILE",
+    "make_cann_packages",
+    "package_file_names",
+    "uses_cann_layout",
+]
 
 ARCHES = ("x86_64", "aarch64")
 
-# chip -> (file name pattern, kernel directory under .../tbe/kernel). "910b" and "A3" are matrix.yaml's keys.
+# chip -> (kernels file name pattern of releases before 8.5.0, kernel directory under .../tbe/kernel).
+# "910b" and "A3" are matrix.yaml's keys; from 8.5.0 the chip package is OPS_FILE with the key as {chip}.
 CHIPS: dict[str, tuple[str, str]] = {
     "910b": ("Ascend-cann-kernels-910b_{version}_linux-{arch}.run", "ascend910b"),
     "A3": ("Atlas-A3-cann-kernels_{version}_linux-{arch}.run", "ascend910_93"),
@@ -66,12 +138,18 @@ CHIPS: dict[str, tuple[str, str]] = {
 }
 
 TOOLKIT_FILE = "Ascend-cann-toolkit_{version}_linux-{arch}.run"
+OPS_FILE = "Ascend-cann-{chip}-ops_{version}_linux-{arch}.run"
 NNAL_FILE = "Ascend-cann-nnal_{version}_linux-{arch}.run"
+
+# The first release with ops packages and the cann-<version> install root.
+CANN_LAYOUT_FROM = "8.5.0"
 
 # Component versions seen on real installs (version.cfg, e.g. "runtime_running_version=[7.6.0.1.220:8.0.0]")
 # and toolkit inner versions (ascend_toolkit_install.info). Other releases get invented, stable values.
 _COMPONENT_VERSIONS = {"8.0.RC3": "7.5.0.1.129", "8.0.0": "7.6.0.1.220"}
-_INNER_VERSIONS = {"8.0.0": "V100R001C20SPC001B251"}
+_INNER_VERSIONS = {"8.0.0": "V100R001C20SPC001B251", "8.5.0": "V100R001C25SPC001B232"}
+# compatible_version of a real 8.5.0 ascend_toolkit_install.info (vllm-ascend issue's collect_env output).
+_CANN_COMPATIBLE = ",".join(f"[V100R001C{n}]" for n in (15, 18, 19, 20, 21, 23))
 
 _MTIME = 1704067200  # 2024-01-01T00:00:00Z, for every archive member
 _TIMESTAMP = "20240101_000000000"
@@ -85,7 +163,11 @@ def package_file_names(version: str, arch: str, chips: Sequence[str] = ("910b",)
     _check_args(version, arch, chips, 0)
     names = {"toolkit": TOOLKIT_FILE.format(version=version, arch=arch)}
     for chip in chips:
-        names[f"kernels-{chip}"] = CHIPS[_chip_key(chip)][0].format(version=version, arch=arch)
+        key = _chip_key(chip)
+        if uses_cann_layout(version):
+            names[f"ops-{chip}"] = OPS_FILE.format(chip=key, version=version, arch=arch)
+        else:
+            names[f"kernels-{chip}"] = CHIPS[key][0].format(version=version, arch=arch)
     names["nnal"] = NNAL_FILE.format(version=version, arch=arch)
     return names
 
@@ -95,9 +177,11 @@ def make_cann_packages(
 ) -> dict[str, Path]:
     """Write stand-in CANN installers for ``version``/``arch`` into ``dest``.
 
-    Returns ``{"toolkit": path, "kernels-<chip>": path (one per chip, in the given order), "nnal": path}``.
-    ``chips`` takes matrix.yaml's chip keys (``910b``, ``A3``; also ``910``, ``310p``). ``payload_bytes``
-    (per package) of incompressible deterministic data are installed as ``standin-payload.bin``.
+    Returns ``{"toolkit": path, <chip package>: path (one per chip, in the given order), "nnal": path}``; the
+    chip package's key is ``"kernels-<chip>"`` before CANN 8.5.0 and ``"ops-<chip>"`` from 8.5.0 on (see
+    :func:`uses_cann_layout`), with ``<chip>`` as given. ``chips`` takes matrix.yaml's chip keys (``910b``,
+    ``A3``; also ``910``, ``310p``). ``payload_bytes`` (per package) of incompressible deterministic data are
+    installed as ``standin-payload.bin``.
     """
     _check_args(version, arch, chips, payload_bytes)
     dest = Path(dest)
@@ -105,17 +189,25 @@ def make_cann_packages(
     names = package_file_names(version, arch, chips)
     comp = _component_version(version)
     inner = _INNER_VERSIONS.get(version) or _invented_inner_version(version)
+    new = uses_cann_layout(version)
     out: dict[str, Path] = {}
 
-    toolkit = _toolkit_spec(names["toolkit"], version, arch, comp, inner, payload_bytes)
+    make_toolkit = _cann_toolkit_spec if new else _toolkit_spec
+    toolkit = make_toolkit(names["toolkit"], version, arch, comp, inner, payload_bytes)
     out["toolkit"] = _write_run(dest / names["toolkit"], toolkit)
     for chip in chips:
-        key = f"kernels-{chip}"
-        spec = _kernels_spec(names[key], version, arch, _chip_key(chip), comp, payload_bytes)
+        key = f"{'ops' if new else 'kernels'}-{chip}"
+        make_chip = _ops_spec if new else _kernels_spec
+        spec = make_chip(names[key], version, arch, _chip_key(chip), comp, payload_bytes)
         out[key] = _write_run(dest / names[key], spec)
     nnal = _nnal_spec(names["nnal"], version, arch, payload_bytes)
     out["nnal"] = _write_run(dest / names["nnal"], nnal)
     return out
+
+
+def uses_cann_layout(version: str) -> bool:
+    """True for releases from CANN 8.5.0 on: ops packages and the ``cann-<version>`` root (8.3.RC1 -> False)."""
+    return _version_key(version) >= _version_key(CANN_LAYOUT_FROM)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -147,6 +239,18 @@ def _release(version: str) -> tuple[int, int, bool]:
     """(major, minor, is_rc) of a CANN version such as 8.2.RC1 or 8.0.0."""
     major, minor, rest = version.split(".", 2)
     return int(major), int(minor), rest.upper().startswith("RC")
+
+
+def _version_key(version: str) -> tuple[int, int, int, int]:
+    """A sort key for CANN versions: 8.3.RC1 < 8.5.0 < 9.0.0; x.y.RCn precede x.y.0, other labels precede RCs."""
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"not a CANN version: {version!r}")
+    major, minor, rest = version.split(".", 2)
+    if m := re.match(r"[0-9]+", rest):
+        return int(major), int(minor), 2, int(m.group())
+    if m := re.match(r"RC([0-9]+)", rest, re.IGNORECASE):
+        return int(major), int(minor), 1, int(m.group(1))
+    return int(major), int(minor), 0, 0
 
 
 def _component_version(version: str) -> str:
@@ -186,7 +290,7 @@ def _link(path: str, target: str) -> _Entry:
 
 @dataclass
 class _Spec:
-    kind: str  # toolkit | kernels | nnal
+    kind: str  # toolkit | kernels | nnal (releases before 8.5.0); cann-toolkit | ops | nnal (8.5.0 and later)
     file: str
     pkg_name: str
     label: str
@@ -242,6 +346,16 @@ def _toolkit_set_env() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ccec(what: str) -> str:
+    return (
+        "#!/bin/bash\n"
+        f"# Stand-in for the ccec compiler of {what} (tests/fakes): compiles nothing.\n"
+        f'echo "ccec stand-in from {what} (tests/fakes); no compiler is installed"\n'
+        '[ "${1:-}" = --version ] && exit 0\n'
+        "exit 1\n"
+    )
+
+
 def _toolkit_spec(file: str, version: str, arch: str, comp: str, inner: str, payload_bytes: int) -> _Spec:
     what = f"CANN toolkit {version}"
     plat = f"{arch}-linux"
@@ -259,13 +373,6 @@ def _toolkit_spec(file: str, version: str, arch: str, comp: str, inner: str, pay
         "os=linux\n"
         f"path=@@TOOLKIT_ROOT@@/{version}/{plat}\n"
     )
-    ccec = (
-        "#!/bin/bash\n"
-        f"# Stand-in for the ccec compiler of {what} (tests/fakes): compiles nothing.\n"
-        f'echo "ccec stand-in from {what} (tests/fakes); no compiler is installed"\n'
-        '[ "${1:-}" = --version ] && exit 0\n'
-        "exit 1\n"
-    )
     pkg_doc = f'"""Stand-in for a Python package of {what} (tests/fakes): empty."""\n'
     c = "content"
     entries = [
@@ -279,7 +386,7 @@ def _toolkit_spec(file: str, version: str, arch: str, comp: str, inner: str, pay
         _link(f"{c}/lib64", f"{plat}/lib64"),
         _link(f"{c}/include", f"{plat}/include"),
         _link(f"{c}/bin", f"{plat}/bin"),
-        _text(f"{c}/compiler/ccec_compiler/bin/ccec", ccec, 0o755),
+        _text(f"{c}/compiler/ccec_compiler/bin/ccec", _ccec(what), 0o755),
         _text(f"{c}/compiler/version.info", _version_info(comp, version)),
         _text(f"{c}/runtime/version.info", _version_info(comp, version)),
         _text(f"{c}/opp/version.info", _version_info(comp, version)),
@@ -328,7 +435,129 @@ def _kernels_spec(file: str, version: str, arch: str, chip: str, comp: str, payl
     )
 
 
-_ATB_SET_ENV = """\
+def _cann_set_env() -> str:
+    """cann-<version>/set_env.sh: the variable set and path order of a real 8.5.0 install (see the docstring)."""
+    home = "${ASCEND_TOOLKIT_HOME}"
+    drv = "/usr/local/Ascend/driver/lib64"
+    libs = [
+        f"{home}/lib64",
+        f"{home}/lib64/plugin/opskernel",
+        f"{home}/lib64/plugin/nnengine",
+        f"{home}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/$(arch)",
+        f"{home}/tools/aml/lib64",
+        f"{home}/tools/aml/lib64/plugin",
+        drv,
+        f"{drv}/common",
+        f"{drv}/driver",
+    ]
+    tools = ["ccec_compiler/bin", "profiler/bin", "ascend_system_advisor/asys", "show_kernel_debug_data", "msobjdump"]
+    lines = [
+        "# Stand-in for CANN's cann-<version>/set_env.sh (CANN 8.5.0 and later), written by a tests/fakes installer",
+        "# (not Huawei's). <install-path>/cann/set_env.sh and <install-path>/ascend-toolkit/set_env.sh reach this",
+        "# file through symlinks; every variable names the real cann-<version> tree.",
+        'export ASCEND_TOOLKIT_HOME="@@CANN_ROOT@@"',
+        f"export LD_LIBRARY_PATH={':'.join(libs)}:$LD_LIBRARY_PATH",
+        f"export PYTHONPATH={home}/python/site-packages:{home}/opp/built-in/op_impl/ai_core/tbe:$PYTHONPATH",
+        f"export PATH={':'.join([f'{home}/bin', *(f'{home}/tools/{t}' for t in tools)])}:$PATH",
+        f"export ASCEND_AICPU_PATH={home}",
+        f"export ASCEND_OPP_PATH={home}/opp",
+        f"export TOOLCHAIN_HOME={home}/toolkit",
+        f"export ASCEND_HOME_PATH={home}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _cann_toolkit_spec(file: str, version: str, arch: str, comp: str, inner: str, payload_bytes: int) -> _Spec:
+    """The 8.5+ toolkit: the tree that installs as <install-path>/cann-<version> (HCCL comes with the ops)."""
+    what = f"CANN toolkit {version}"
+    plat = f"{arch}-linux"
+    components = ["runtime", "compiler", "hccl", "opp", "toolkit", "aoe", "ncs"]
+    cfg = ["# version: 1.0"]
+    cfg += [f"{c}_running_version=[{comp}:{version}]" for c in components]
+    cfg += [f"{c}_upgrade_version=[{comp}:{version}]" for c in components]
+    install_info = (
+        "package_name=Ascend-cann-toolkit\n"
+        f"version={version}\n"
+        f"innerversion={inner}\n"
+        f"compatible_version={_CANN_COMPATIBLE}\n"
+        f"arch={arch}\n"
+        "os=linux\n"
+        "path=@@CANN_ROOT@@\n"
+    )
+    pkg_doc = f'"""Stand-in for a Python package of {what} (tests/fakes): empty."""\n'
+    c = "content"
+    entries = [
+        _stub_lib(f"{c}/{plat}/lib64/libascendcl.so", what),
+        _stub_lib(f"{c}/{plat}/lib64/libruntime.so", what),
+        _stub_lib(f"{c}/{plat}/lib64/plugin/opskernel/libfe.so", what),
+        _stub_lib(f"{c}/{plat}/lib64/plugin/nnengine/libnnengine.so", what),
+        _text(f"{c}/{plat}/include/acl/acl.h", f"/* stand-in header of {what} (tests/fakes) */\n"),
+        _dir(f"{c}/{plat}/bin"),
+        _text(f"{c}/{plat}/ccec_compiler/bin/ccec", _ccec(what), 0o755),
+        _link(f"{c}/lib64", f"{plat}/lib64"),
+        _link(f"{c}/include", f"{plat}/include"),
+        _link(f"{c}/bin", f"{plat}/bin"),
+        _link(f"{c}/tools/ccec_compiler", f"../{plat}/ccec_compiler"),
+        *(_dir(f"{c}/tools/{t}") for t in ("profiler/bin", "ascend_system_advisor/asys")),
+        *(_dir(f"{c}/tools/{t}") for t in ("show_kernel_debug_data", "msobjdump")),
+        _text(f"{c}/compiler/version.info", _version_info(comp, version)),
+        _text(f"{c}/runtime/version.info", _version_info(comp, version)),
+        _text(f"{c}/opp/version.info", _version_info(comp, version)),
+        _text(f"{c}/toolkit/version.info", _version_info(comp, version)),
+        _text(f"{c}/opp/built-in/op_impl/ai_core/tbe/impl/__init__.py", pkg_doc),
+        _stub_lib(f"{c}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{arch}/liboptiling.so", what),
+        _text(f"{c}/python/site-packages/te/__init__.py", pkg_doc),
+        _text(f"{c}/python/site-packages/tbe/__init__.py", pkg_doc),
+        _stub_lib(f"{c}/tools/aml/lib64/libaml_stub.so", what),
+        _dir(f"{c}/tools/aml/lib64/plugin"),
+        _text(f"{c}/version.cfg", "\n".join(cfg) + "\n"),
+        *_payload(f"{c}/share/standin-payload.bin", file, payload_bytes),
+        _text("templates/set_env.sh", _cann_set_env()),
+        _text(f"templates/{plat}/ascend_toolkit_install.info", install_info),
+    ]
+    return _Spec(
+        "cann-toolkit",
+        file,
+        "Ascend-cann-toolkit",
+        "[Toolkit]",
+        version,
+        arch,
+        entries,
+        component_version=comp,
+        inner_version=inner,
+    )
+
+
+def _ops_spec(file: str, version: str, arch: str, chip: str, comp: str, payload_bytes: int) -> _Spec:
+    """The 8.5+ chip package: kernels, and HCCL, into the toolkit's cann-<version> tree."""
+    chip_dir = CHIPS[chip][1]
+    name = f"Ascend-cann-{chip}-ops"
+    what = f"CANN {chip} ops {version}"
+    k = f"content/kernel/{chip_dir}"
+    info = (
+        f"package_name={name}\n"
+        f"version={version}\n"
+        f"innerversion={_INNER_VERSIONS.get(version) or _invented_inner_version(version)}\n"
+        f"arch={arch}\n"
+        "os=linux\n"
+        "path=@@CANN_ROOT@@\n"
+    )
+    entries = [
+        _text(f"{k}/add/Add_standin.json", f'{{"stand_in": "{what} (tests/fakes)", "kernel": "Add"}}\n'),
+        _stub_lib(f"{k}/add/Add_standin.o", what),
+        _text(f"content/kernel/config/{chip_dir}/binary_info_config.json", f'{{"stand_in": "{what}"}}\n'),
+        *_payload(f"{k}/standin-payload.bin", file, payload_bytes),
+        _stub_lib("content/lib64/libhccl.so", what),
+        _text("templates/ascend_ops_install.info", info),
+        # --devel also installs the static libraries
+        _stub_lib(f"devel/kernel/{chip_dir}/static/libopkernel_static.a", what),
+    ]
+    return _Spec(
+        "ops", file, name, "[Ops]", version, arch, entries, chip=chip, chip_dir=chip_dir, component_version=comp
+    )
+
+
+_ATB_ABI_FROM_TORCH = """\
 # Stand-in for NNAL's atb/set_env.sh, written by a tests/fakes installer (not Huawei's script).
 # ATB_HOME_PATH is the cxx_abi_0 or cxx_abi_1 tree next to this file: --cxx_abi=0|1 chooses, else the ABI
 # of the torch that python3 imports, else (torch cannot be imported) 1, as the real script does.
@@ -348,6 +577,23 @@ if [ -z "$_atb_cxx_abi" ]; then
         _atb_cxx_abi=0
     fi
 fi
+"""
+
+# From CANN 8.5.0 on ATB defaults to cxx_abi_1 (issue 11; the official 8.5.0/9.0.0 images record cxx_abi_1).
+_ATB_ABI_DEFAULT_1 = """\
+# Stand-in for NNAL's atb/set_env.sh of CANN 8.5.0 and later, written by a tests/fakes installer (not Huawei's
+# script). ATB_HOME_PATH is the cxx_abi_0 or cxx_abi_1 tree next to this file: --cxx_abi=0|1 chooses, else 1,
+# the default of these releases (torch is not asked).
+_atb_cxx_abi=1
+for _atb_arg in "$@"; do
+    case "$_atb_arg" in
+        --cxx_abi=0) _atb_cxx_abi=0 ;;
+        --cxx_abi=1) _atb_cxx_abi=1 ;;
+    esac
+done
+"""
+
+_ATB_ENV = """\
 _atb_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export ATB_HOME_PATH="${_atb_dir}/cxx_abi_${_atb_cxx_abi}"
 export LD_LIBRARY_PATH=$ATB_HOME_PATH/lib:$ATB_HOME_PATH/examples:$ATB_HOME_PATH/tests/atbopstest:$LD_LIBRARY_PATH
@@ -377,9 +623,10 @@ unset _nnal_atb_root
 
 def _nnal_spec(file: str, version: str, arch: str, payload_bytes: int) -> _Spec:
     what = f"CANN NNAL (ATB) {version}"
+    atb_abi = _ATB_ABI_DEFAULT_1 if uses_cann_layout(version) else _ATB_ABI_FROM_TORCH
     entries = [
         _text("content/version.info", f"Ascend-cann-atb : {version}\nPlatform : {arch}\n"),
-        _text("content/atb/set_env.sh", _ATB_SET_ENV),
+        _text("content/atb/set_env.sh", atb_abi + _ATB_ENV),
         *_payload("content/atb/standin-payload.bin", file, payload_bytes),
         _text("extra/set_env.sh", _NNAL_TOP_SET_ENV),
     ]
@@ -803,6 +1050,147 @@ uninstall_pkg() {
 }
 """
 
+_CANN_TOOLKIT_FUNCTIONS = r"""
+cann_root() { echo "$install_path/cann-$pkg_version"; }
+
+earlier_layout_toolkits() {
+    # Versions installed in the ascend-toolkit/<version> layout of the releases before 8.5.0.
+    local d name out=""
+    for d in "$install_path"/ascend-toolkit/*/; do
+        name=${d%/}
+        name=${name##*/}
+        if [ "$name" != latest ] && ls "$d"*-linux/ascend_toolkit_install.info >/dev/null 2>&1; then
+            out="$out${out:+, }$name"
+        fi
+    done
+    echo "$out"
+}
+
+pre_install_checks() {
+    local earlier
+    earlier=$(earlier_layout_toolkits)
+    if [ -n "$earlier" ]; then
+        err "Ascend-cann-toolkit $earlier (the ascend-toolkit/<version> layout) is installed in $install_path:" \
+            "uninstall it before installing $pkg_version there."
+        exit 1
+    fi
+    if [ "$action" = upgrade ] && [ ! -e "$install_path/cann" ]; then
+        err "$pkg_name is not installed in $install_path/cann: nothing to upgrade."
+        exit 1
+    fi
+}
+
+install_pkg() {
+    local root plat compat
+    root=$(cann_root)
+    plat="$pkg_arch-linux"
+    compat="$install_path/ascend-toolkit"
+    mkdir -p "$root" "$compat" || fail_install "cannot create $root"
+    cp -a --remove-destination "$tmpdir/content/." "$root/" || fail_install "cannot copy files to $root"
+    fill "$tmpdir/templates/set_env.sh" @@CANN_ROOT@@ "$root" >"$root/set_env.sh" \
+        || fail_install "cannot write $root/set_env.sh"
+    fill "$tmpdir/templates/$plat/ascend_toolkit_install.info" @@CANN_ROOT@@ "$root" \
+        >"$root/$plat/ascend_toolkit_install.info" || fail_install "cannot write the install info"
+    # Absolute links, as the real installer writes them: cann -> cann-<version>, and the compatibility
+    # paths ascend-toolkit/latest -> cann, ascend-toolkit/set_env.sh -> ascend-toolkit/latest/set_env.sh.
+    ln -sfn "$root" "$install_path/cann" || fail_install "cannot link $install_path/cann"
+    ln -sfn "$install_path/cann" "$compat/latest" || fail_install "cannot link $compat/latest"
+    ln -sfn "$compat/latest/set_env.sh" "$compat/set_env.sh" || fail_install "cannot link $compat/set_env.sh"
+    set_perms "$root" "$compat" || fail_install "cannot set permissions"
+    if [ "$records" = y ]; then
+        mkdir -p "$(dirname "$(global_info_file)")" \
+            && printf 'Install_Path=%s\n' "$install_path" >"$(global_info_file)" \
+            || fail_install "cannot write $(global_info_file)"
+    fi
+}
+
+uninstall_pkg() {
+    local root compat
+    root=$(cann_root)
+    compat="$install_path/ascend-toolkit"
+    if [ ! -f "$root/$pkg_arch-linux/ascend_toolkit_install.info" ]; then
+        err "$pkg_name $pkg_version is not installed in $install_path."
+        exit 1
+    fi
+    rm -rf "$root"
+    if [ "$(readlink "$install_path/cann")" = "$root" ]; then
+        rm -f "$install_path/cann" "$compat/latest" "$compat/set_env.sh"
+        rmdir "$compat" 2>/dev/null
+    fi
+    if [ "$records" = y ] && ! ls -d "$install_path"/cann-* >/dev/null 2>&1; then rm -f "$(global_info_file)"; fi
+    return 0
+}
+"""
+
+_OPS_FUNCTIONS = r"""
+cann_root() { echo "$install_path/cann-$pkg_version"; }
+kernel_dir() { echo "$(cann_root)/opp/built-in/op_impl/ai_core/tbe/kernel"; }
+ops_info() { echo "$(cann_root)/$pkg_arch-linux/ascend_ops_install.info"; }
+
+found_toolkits() {
+    local d out=""
+    for d in "$install_path"/cann-*/; do
+        if [ -f "$d$pkg_arch-linux/ascend_toolkit_install.info" ]; then
+            d=${d%/}
+            out="$out${out:+, }${d##*/}"
+        fi
+    done
+    echo "$out"
+}
+
+pre_install_checks() {
+    local found other
+    if [ ! -f "$(cann_root)/$pkg_arch-linux/ascend_toolkit_install.info" ]; then
+        found=$(found_toolkits)
+        err "Ascend-cann-toolkit $pkg_version is not installed in $install_path${found:+ (found: $found)}:" \
+            "install the toolkit of the same version to the same path first (toolkit -> ops -> nnal)."
+        exit 1
+    fi
+    if [ -f "$(ops_info)" ]; then
+        other=$(sed -n 's/^package_name=//p' "$(ops_info)" | head -n 1)
+        if [ "$other" != "$pkg_name" ]; then
+            err "$other is installed in $(cann_root): one install path takes the ops package of one chip." \
+                "Install the toolkit and $pkg_name to another --install-path."
+            exit 1
+        fi
+    elif [ "$action" = upgrade ]; then
+        err "$pkg_name is not installed in $(cann_root): nothing to upgrade."
+        exit 1
+    fi
+}
+
+install_pkg() {
+    local root kdir
+    root=$(cann_root)
+    kdir=$(kernel_dir)
+    mkdir -p "$kdir" || fail_install "cannot create $kdir"
+    cp -a "$tmpdir/content/kernel/." "$kdir/" || fail_install "cannot copy the kernels to $kdir"
+    if [ "$action" = devel ]; then
+        cp -a "$tmpdir/devel/kernel/." "$kdir/" || fail_install "cannot copy the static libraries"
+    fi
+    cp -a "$tmpdir/content/lib64/." "$root/$pkg_arch-linux/lib64/" || fail_install "cannot copy the libraries"
+    fill "$tmpdir/templates/ascend_ops_install.info" @@CANN_ROOT@@ "$root" >"$(ops_info)" \
+        || fail_install "cannot write $(ops_info)"
+    set_perms "$kdir" "$root/$pkg_arch-linux/lib64/libhccl.so" "$(ops_info)" || fail_install "cannot set permissions"
+}
+
+uninstall_pkg() {
+    local root kdir other=""
+    root=$(cann_root)
+    kdir=$(kernel_dir)
+    if [ -f "$(ops_info)" ]; then other=$(sed -n 's/^package_name=//p' "$(ops_info)" | head -n 1); fi
+    if [ "$other" != "$pkg_name" ]; then
+        err "$pkg_name $pkg_version is not installed in $root."
+        exit 1
+    fi
+    rm -rf "${kdir:?}/$pkg_chip_dir" "${kdir:?}/config/$pkg_chip_dir"
+    rmdir "$kdir/config" 2>/dev/null
+    if [ -z "$(find "$kdir" -mindepth 1 -maxdepth 1 -print -quit)" ]; then rmdir "$kdir"; fi
+    rm -f "$root/$pkg_arch-linux/lib64/libhccl.so" "$(ops_info)"
+    return 0
+}
+"""
+
 _FULL_HELP = "  --full                       Full install (no-driver scenario)\n"
 _DEVEL_HELP = "  --devel                      Development-mode install\n"
 _KERNELS_DEVEL_HELP = "  --devel                      Development-mode install, with the static libraries\n"
@@ -811,17 +1199,15 @@ _DEVEL_CASE = "            --devel) want_action devel ;;\n"
 
 
 def _header(spec: _Spec, skip: int, sha256: str) -> str:
-    if spec.kind == "toolkit":
-        functions, help_, cases, for_all = (
-            _TOOLKIT_FUNCTIONS,
-            _FULL_HELP + _DEVEL_HELP,
-            _FULL_CASE + _DEVEL_CASE,
-            ", --full, --devel",
-        )
-    elif spec.kind == "kernels":
-        functions, help_, cases, for_all = _KERNELS_FUNCTIONS, _KERNELS_DEVEL_HELP, _DEVEL_CASE, ", --devel"
-    else:
-        functions, help_, cases, for_all = _NNAL_FUNCTIONS, "", "", ""
+    toolkit = (_FULL_HELP + _DEVEL_HELP, _FULL_CASE + _DEVEL_CASE, ", --full, --devel")
+    chip = (_KERNELS_DEVEL_HELP, _DEVEL_CASE, ", --devel")
+    functions, (help_, cases, for_all) = {
+        "toolkit": (_TOOLKIT_FUNCTIONS, toolkit),
+        "cann-toolkit": (_CANN_TOOLKIT_FUNCTIONS, toolkit),
+        "kernels": (_KERNELS_FUNCTIONS, chip),
+        "ops": (_OPS_FUNCTIONS, chip),
+        "nnal": (_NNAL_FUNCTIONS, ("", "", "")),
+    }[spec.kind]
     q = shlex.quote
     values = {
         "@@KIND_FUNCTIONS@@": functions.strip("\n"),
