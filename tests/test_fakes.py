@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from fakes import add_commit, make_cann_packages, make_source_repos, package_file_names
-from fakes.cann import ARCHES
+from fakes.cann import ARCHES, uses_cann_layout
 from fakes.sources import REPOS
 from packaging.requirements import Requirement
 
@@ -479,6 +479,290 @@ def test_nnal_set_env_chooses_the_cxx_abi(
     assert env["ATB_HOME_PATH"] == home
     assert env["LD_LIBRARY_PATH"].split(":")[:3] == [f"{home}/lib", f"{home}/examples", f"{home}/tests/atbopstest"]
     assert env["PATH"].split(":")[0] == f"{home}/bin"
+
+
+# ------------------------------------------------------------------------------------------------------
+# CANN 8.5.0 and later: ops packages, the cann-<version> root, the new set_env.sh
+
+V85 = "8.5.0"
+OPS_KERNEL = "opp/built-in/op_impl/ai_core/tbe/kernel"
+
+
+def install_pkg(pkg: Path, install: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_pkg(pkg, "--quiet", *(args or ("--install",)), f"--install-path={install}", env=env)
+
+
+@pytest.fixture(scope="module")
+def pkgs85(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_cann_packages(tmp_path_factory.mktemp("pkgs85"), V85, ARCH, chips=("910b", "A3"), payload_bytes=PAYLOAD)
+
+
+@pytest.fixture(scope="module")
+def installed85(pkgs85: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, global_records: None) -> Path:
+    """toolkit -> 910b ops -> NNAL (with cann/set_env.sh sourced), as the official 8.5.0 images install them."""
+    tmp = tmp_path_factory.mktemp("installed85")
+    install = tmp / "Ascend"
+    env = clean_env(tmp)
+    for key in ("toolkit", "ops-910b"):
+        r = install_pkg(pkgs85[key], install, env, "--install", "--install-for-all")
+        assert r.returncode == 0, r.stderr
+        assert "install success" in r.stdout
+    nnal_env = {**sourced(install / "cann" / "set_env.sh", env=clean_env(tmp)), "TMPDIR": env["TMPDIR"]}
+    r = install_pkg(pkgs85["nnal"], install, nnal_env, "--install", "--install-for-all")
+    assert r.returncode == 0, r.stderr
+    assert list((tmp / "tmpdir").iterdir()) == [], "the installers left their extraction directories behind"
+    return install
+
+
+@pytest.mark.parametrize(
+    ("version", "new"),
+    [("8.2.RC1", False), ("8.3.RC1", False), ("8.5.RC1", False), ("8.5.0", True), ("8.10.0", True), ("9.0.0", True)],
+)
+def test_the_layout_changes_at_8_5_0(version: str, new: bool) -> None:
+    assert uses_cann_layout(version) is new
+    keys = list(package_file_names(version, ARCH, ("910b", "A3")))
+    chip = "ops" if new else "kernels"
+    assert keys == ["toolkit", f"{chip}-910b", f"{chip}-A3", "nnal"]
+
+
+@pytest.mark.parametrize("version", ["8.5.0", "9.0.0"])
+@pytest.mark.parametrize("arch", ARCHES)
+def test_8_5_file_names_are_the_published_ones(version: str, arch: str) -> None:
+    # as listed in ascend-deployer 26.0.0's downloader/software/CANN_<version>.json (there as .zip) and NNAL's
+    names = package_file_names(version, arch, ("910b", "A3", "910", "310p"))
+    assert names == {
+        "toolkit": f"Ascend-cann-toolkit_{version}_linux-{arch}.run",
+        "ops-910b": f"Ascend-cann-910b-ops_{version}_linux-{arch}.run",
+        "ops-A3": f"Ascend-cann-A3-ops_{version}_linux-{arch}.run",
+        "ops-910": f"Ascend-cann-910-ops_{version}_linux-{arch}.run",
+        "ops-310p": f"Ascend-cann-310p-ops_{version}_linux-{arch}.run",
+        "nnal": f"Ascend-cann-nnal_{version}_linux-{arch}.run",
+    }
+
+
+def test_8_5_installers_are_deterministic_and_carry_the_payload(tmp_path: Path, pkgs85: dict[str, Path]) -> None:
+    assert {k: p.name for k, p in pkgs85.items()} == package_file_names(V85, ARCH, ("910b", "A3"))
+    again = make_cann_packages(tmp_path / "again", V85, ARCH, chips=("910b", "A3"), payload_bytes=PAYLOAD)
+    assert {k: sha256(p) for k, p in again.items()} == {k: sha256(p) for k, p in pkgs85.items()}
+    other = make_cann_packages(tmp_path / "other", "9.0.0", ARCH, chips=("910b", "A3"), payload_bytes=PAYLOAD)
+    assert not {sha256(p) for p in other.values()} & {sha256(p) for p in pkgs85.values()}
+    for pkg in pkgs85.values():
+        assert pkg.stat().st_size > PAYLOAD
+        assert "NOT Huawei's" in pkg.read_bytes()[:2000].decode(errors="replace")
+        assert run_pkg(pkg, "--check", env=clean_env(tmp_path)).returncode == 0
+
+
+def test_8_5_toolkit_installs_into_cann_version(installed85: Path) -> None:
+    root = installed85 / f"cann-{V85}"
+    assert root.is_dir() and not root.is_symlink()
+    assert (installed85 / "cann").is_symlink() and os.readlink(installed85 / "cann") == str(root)
+    latest = installed85 / "ascend-toolkit" / "latest"
+    assert latest.is_symlink() and os.readlink(latest) == str(installed85 / "cann")
+    assert latest.resolve() == root
+    assert (installed85 / "ascend-toolkit" / "set_env.sh").resolve() == root / "set_env.sh"
+    assert sorted(p.name for p in (installed85 / "ascend-toolkit").iterdir()) == ["latest", "set_env.sh"]
+    info_path = installed85 / "cann" / f"{ARCH}-linux" / "ascend_toolkit_install.info"
+    info = read_kv(info_path)
+    assert (info["package_name"], info["version"], info["arch"], info["os"]) == (
+        "Ascend-cann-toolkit",
+        V85,
+        ARCH,
+        "linux",
+    )
+    assert info["path"] == str(root)
+    assert info["innerversion"] == "V100R001C25SPC001B232"  # seen on a real 8.5.0 install
+    assert read_kv(latest / f"{ARCH}-linux" / "ascend_toolkit_install.info") == info  # the compatibility path
+    assert (root / f"{ARCH}-linux" / "include" / "acl" / "acl.h").is_file()
+    assert (root / "include" / "acl" / "acl.h").is_file() and (root / "lib64" / "libascendcl.so").is_file()
+    assert (root / "share" / "standin-payload.bin").stat().st_size == PAYLOAD
+    assert (root / "version.cfg").stat().st_mode & 0o004  # --install-for-all
+
+
+@pytest.mark.parametrize("script", ["cann/set_env.sh", f"cann-{V85}/set_env.sh", "ascend-toolkit/set_env.sh"])
+def test_8_5_set_env_exports_the_cann_version_tree(installed85: Path, tmp_path: Path, script: str) -> None:
+    env = sourced(installed85 / script, env=clean_env(tmp_path))
+    home = f"{installed85}/cann-{V85}"
+    assert env["ASCEND_TOOLKIT_HOME"] == env["ASCEND_HOME_PATH"] == env["ASCEND_AICPU_PATH"] == home
+    assert env["ASCEND_OPP_PATH"] == f"{home}/opp"
+    assert env["TOOLCHAIN_HOME"] == f"{home}/toolkit"
+    drv = "/usr/local/Ascend/driver/lib64"
+    assert env["LD_LIBRARY_PATH"].split(":") == [
+        f"{home}/lib64",
+        f"{home}/lib64/plugin/opskernel",
+        f"{home}/lib64/plugin/nnengine",
+        f"{home}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{ARCH}",
+        f"{home}/tools/aml/lib64",
+        f"{home}/tools/aml/lib64/plugin",
+        drv,
+        f"{drv}/common",
+        f"{drv}/driver",
+        "",  # the real script's trailing ':' when LD_LIBRARY_PATH was empty
+    ]
+    for lib in env["LD_LIBRARY_PATH"].split(":")[:4]:
+        assert Path(lib).is_dir(), lib
+    assert env["PYTHONPATH"].split(":")[:2] == [
+        f"{home}/python/site-packages",
+        f"{home}/opp/built-in/op_impl/ai_core/tbe",
+    ]
+    tools = ["ccec_compiler/bin", "profiler/bin", "ascend_system_advisor/asys", "show_kernel_debug_data", "msobjdump"]
+    assert env["PATH"].split(":")[:6] == [f"{home}/bin", *(f"{home}/tools/{t}" for t in tools)]
+    ccec = subprocess.run(["bash", "-c", "ccec --version"], env=env, capture_output=True, text=True)
+    assert ccec.returncode == 0 and "stand-in" in ccec.stdout
+
+
+def test_8_5_ops_install_the_chip_into_the_toolkit_tree(installed85: Path) -> None:
+    root = installed85 / f"cann-{V85}"
+    kernel = root / OPS_KERNEL
+    assert sorted(p.name for p in kernel.iterdir()) == ["ascend910b", "config"]
+    assert (kernel / "ascend910b" / "standin-payload.bin").stat().st_size == PAYLOAD
+    assert not (kernel / "ascend910b" / "static").exists()  # only --devel installs static libraries
+    info = read_kv(installed85 / "cann" / f"{ARCH}-linux" / "ascend_ops_install.info")
+    assert (info["package_name"], info["version"]) == ("Ascend-cann-910b-ops", V85)
+    assert (root / "lib64" / "libhccl.so").is_file()  # HCCL comes with the ops package from 8.5.0
+
+
+def test_8_5_ops_refuse_without_the_toolkit(tmp_path: Path, pkgs85: dict[str, Path]) -> None:
+    install = tmp_path / "Ascend"
+    r = install_pkg(pkgs85["ops-910b"], install, clean_env(tmp_path))
+    assert r.returncode == 1
+    assert f"[Ops] [ERROR]: Ascend-cann-toolkit {V85} is not installed in {install}:" in r.stderr
+    assert "toolkit -> ops -> nnal" in r.stderr
+    assert not install.exists()
+
+
+def test_8_5_ops_refuse_a_toolkit_of_another_version(tmp_path: Path, pkgs85: dict[str, Path]) -> None:
+    other = make_cann_packages(tmp_path / "pk", "9.0.0", ARCH)
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    assert install_pkg(other["toolkit"], install, env).returncode == 0
+    r = install_pkg(pkgs85["ops-910b"], install, env)
+    assert r.returncode == 1
+    assert f"Ascend-cann-toolkit {V85} is not installed in {install} (found: cann-9.0.0)" in r.stderr
+    assert not (install / "cann-9.0.0" / OPS_KERNEL).exists()
+    assert not (install / f"cann-{V85}").exists()
+
+
+def test_8_5_one_chip_per_tree(installed85: Path, pkgs85: dict[str, Path], tmp_path: Path) -> None:
+    root = installed85 / f"cann-{V85}"
+    info = root / f"{ARCH}-linux" / "ascend_ops_install.info"
+    before = info.read_text()
+    r = install_pkg(pkgs85["ops-A3"], installed85, clean_env(tmp_path))
+    assert r.returncode == 1
+    assert (
+        f"Ascend-cann-910b-ops is installed in {root}: one install path takes the ops package of one chip" in r.stderr
+    )
+    assert "Install the toolkit and Ascend-cann-A3-ops to another --install-path." in r.stderr
+    assert sorted(p.name for p in (root / OPS_KERNEL).iterdir()) == ["ascend910b", "config"]
+    assert info.read_text() == before
+
+
+def test_8_5_a3_ops_devel_uninstall_then_another_chip(tmp_path: Path, pkgs85: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    root = install / f"cann-{V85}"
+    assert install_pkg(pkgs85["toolkit"], install, env).returncode == 0
+    assert not (root / OPS_KERNEL).exists() and not (root / "lib64" / "libhccl.so").exists()
+    r = install_pkg(pkgs85["ops-A3"], install, env, "--devel")
+    assert r.returncode == 0, r.stderr
+    assert (root / OPS_KERNEL / "ascend910_93" / "static").is_dir()
+    assert install_pkg(pkgs85["ops-A3"], install, env).returncode == 0  # the same chip again is fine
+    up = install_pkg(pkgs85["ops-910b"], install, env, "--upgrade")
+    assert up.returncode == 1 and "one install path takes the ops package of one chip" in up.stderr
+    r = install_pkg(pkgs85["ops-A3"], install, env, "--uninstall")
+    assert r.returncode == 0, r.stderr
+    assert not (root / OPS_KERNEL).exists() and not (root / "lib64" / "libhccl.so").exists()
+    assert not (root / f"{ARCH}-linux" / "ascend_ops_install.info").exists()
+    again = install_pkg(pkgs85["ops-A3"], install, env, "--uninstall")
+    assert again.returncode == 1 and "not installed" in again.stderr
+    r = install_pkg(pkgs85["ops-910b"], install, env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (root / OPS_KERNEL).iterdir()) == ["ascend910b", "config"]
+
+
+def test_8_5_toolkit_upgrade_and_uninstall(tmp_path: Path, pkgs85: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    up = install_pkg(pkgs85["toolkit"], install, env, "--upgrade")
+    assert up.returncode == 1 and "nothing to upgrade" in up.stderr
+    for args in (["--full"], ["--install"], ["--upgrade"], ["--devel"]):
+        r = install_pkg(pkgs85["toolkit"], install, env, *args)
+        assert r.returncode == 0, (args, r.stderr)
+    r = install_pkg(pkgs85["toolkit"], install, env, "--uninstall")
+    assert r.returncode == 0 and "uninstall success" in r.stdout, r.stderr
+    assert list(install.iterdir()) == []
+    again = install_pkg(pkgs85["toolkit"], install, env, "--uninstall")
+    assert again.returncode == 1 and "not installed" in again.stderr
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+
+
+def test_8_5_toolkit_refuses_an_earlier_layout_in_the_same_path(
+    tmp_path: Path, pkgs: dict[str, Path], pkgs85: dict[str, Path]
+) -> None:
+    env = clean_env(tmp_path)
+    install = tmp_path / "Ascend"
+    assert install_pkg(pkgs["toolkit"], install, env).returncode == 0  # 8.2.RC1: ascend-toolkit/8.2.RC1
+    for action in ("--install", "--upgrade"):
+        r = install_pkg(pkgs85["toolkit"], install, env, action)
+        assert r.returncode == 1
+        assert f"Ascend-cann-toolkit {VERSION} (the ascend-toolkit/<version> layout) is installed" in r.stderr
+        assert "uninstall it" in r.stderr
+    assert not (install / f"cann-{V85}").exists() and not (install / "cann").exists()
+    assert os.readlink(install / "ascend-toolkit" / "latest") == VERSION
+
+
+def test_8_5_ops_help_and_options(tmp_path: Path, pkgs85: dict[str, Path]) -> None:
+    env = clean_env(tmp_path)
+    h = run_pkg(pkgs85["ops-910b"], "--help", env=env)
+    assert h.returncode == 0 and "--devel" in h.stdout and "--full" not in h.stdout
+    assert "--full" in run_pkg(pkgs85["toolkit"], "--help", env=env).stdout
+    r = install_pkg(pkgs85["ops-910b"], tmp_path / "Ascend", env, "--full")
+    assert r.returncode == 1 and r.stderr.startswith(f"Usage: {pkgs85['ops-910b']} [options]")
+
+
+@pytest.mark.parametrize(
+    ("args", "torch_body", "abi"),
+    [
+        ([], None, 1),
+        ([], "def compiled_with_cxx11_abi():\n    return False\n", 1),  # 8.5 does not follow torch
+        (["--cxx_abi=0"], None, 0),
+        (["--cxx_abi=0"], "def compiled_with_cxx11_abi():\n    return True\n", 0),
+        (["--cxx_abi=1"], None, 1),
+    ],
+)
+def test_8_5_nnal_defaults_to_cxx_abi_1(
+    installed85: Path, tmp_path: Path, args: list[str], torch_body: str | None, abi: int
+) -> None:
+    atb = installed85 / "nnal" / "atb"
+    assert os.readlink(atb / "latest") == V85
+    assert f"Ascend-cann-atb : {V85}" in (atb / "latest" / "version.info").read_text().splitlines()
+    extra = {"PYTHONPATH": fake_torch(tmp_path, torch_body)} if torch_body else {}
+    env = sourced(atb / "set_env.sh", *args, env=clean_env(tmp_path, **extra))
+    home = f"{installed85}/nnal/atb/latest/atb/cxx_abi_{abi}"
+    assert env["ATB_HOME_PATH"] == home
+    assert env["LD_LIBRARY_PATH"].split(":")[:3] == [f"{home}/lib", f"{home}/examples", f"{home}/tests/atbopstest"]
+    assert (Path(home) / "lib" / "libatb.so").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_8_5_default_path_of_a_non_root_user(pkgs85: dict[str, Path]) -> None:
+    """Without --install-path a non-root user installs into $HOME/Ascend: $HOME/Ascend/cann/set_env.sh."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        home.chmod(0o777)
+        for key in ("toolkit", "ops-910b"):
+            pkg = home / pkgs85[key].name
+            shutil.copy(pkgs85[key], pkg)
+            r = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(pkg), "-q", "--install"],
+                env={"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert r.returncode == 0, r.stderr
+        assert os.readlink(home / "Ascend" / "cann") == f"{home}/Ascend/cann-{V85}"
+        assert (home / "Ascend" / "cann" / f"{ARCH}-linux" / "ascend_ops_install.info").is_file()
+        assert (home / "Ascend" / "ascend_cann_install.info").read_text() == f"Install_Path={home}/Ascend\n"
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -102,7 +102,9 @@ Not modelled: ``cann-<ver>/share/info/ascendnpu-ir/bin/set_env.sh`` (BiSheng, so
 ``ASCEND_TOOLKIT_LATEST_HOME`` and 9.0's ``CMAKE_PREFIX_PATH`` (image ``ENV`` lines, not shown to come from
 ``set_env.sh``); ``--whitelist=nnrt`` and the NNAE/NNRT scenes that 8.5 folds into the toolkit; ``install.conf``;
 the ``.zip`` that wraps each published ``.run``; the 310b and 950 ops; the ops' sub-packages (ops_transformer,
-...); mixing releases before and after 8.5.0 in one install path beyond that one refusal.
+...); mixing releases before and after 8.5.0 in one install path beyond that one refusal; an ops package
+given ``--full`` prints its usage and exits 1 like any unknown option (a measured 9.2.0-beta.2 950 ops
+package exits 0 there).
 """
 
 from __future__ import annotations
