@@ -55,6 +55,12 @@ def matrix(c, check=False, all=False, markdown=False, matrix=None, sources=None)
         raise Exit(code=code)
 
 
+@task(auto_shortflags=False, help={"matrix": CHOICES["matrix"]})
+def published(c, matrix=None):
+    """Regenerate published.yaml (Huawei's torch_npu/CANN pairings and sha256) from the installed ascend-deployer."""
+    print(_run(lambda: commands.published(_matrix_path(matrix))))
+
+
 @task(
     auto_shortflags=False,
     help={**CHOICES, "out": "output folder (default: build/<row>/<os>-<chip>-torch<ver>-<arch>/)"},

@@ -60,10 +60,10 @@ def test_megatron_branch_must_be_the_one_the_release_names(raw: dict[str, Any]) 
 
 
 def test_unknown_mindspeed_llm_release(raw: dict[str, Any]) -> None:
-    row(raw, "8.3.RC1")["mindspeed_llm"]["release"] = "2.3.0"
+    row(raw, "8.3.RC1")["mindspeed_llm"]["release"] = "2.4.0"
     assert problems(raw) == [
-        "matrix.yaml: row 8.3.RC1, field mindspeed_llm.release: 2.3.0 is not in support.mindspeed_llm "
-        "(1.0.0, 2.0.0, 2.1.0, 2.2.0)"
+        "matrix.yaml: row 8.3.RC1, field mindspeed_llm.release: 2.4.0 is not in support.mindspeed_llm "
+        "(1.0.0, 2.0.0, 2.1.0, 2.2.0, 2.3.0, 26.0.0)"
     ]
 
 
@@ -93,7 +93,9 @@ def test_undefined_os_and_chip(raw: dict[str, Any]) -> None:
     r["chips"].append("310p")
     found = problems(raw)
     assert any("row 8.0.0, field oses: 'centos7' is not defined under oses" in p for p in found)
-    assert "matrix.yaml: row 8.0.0, field chips: '310p' has no cann_packages.kernels entry" in found
+    assert (
+        "matrix.yaml: row 8.0.0, field chips: '310p' has no package in the CANN 8.0.0+ layout (cann_layouts)" in found
+    )
 
 
 def test_python_must_come_from_the_os_or_a_source_release(raw: dict[str, Any]) -> None:
@@ -112,3 +114,23 @@ def test_two_rows_for_one_cann_version_need_an_id(raw: dict[str, Any]) -> None:
 def test_python_source_must_be_of_its_minor(raw: dict[str, Any]) -> None:
     raw["python_sources"]["3.10"]["version"] = "3.11.1"
     assert "matrix.yaml: field python_sources.3.10.version: 3.11.1 is not a 3.10.x release" in problems(raw)
+
+
+def test_a_pairing_huawei_does_not_publish_is_refused_citing_the_official_one(raw: dict[str, Any]) -> None:
+    row(raw, "9.0.0")["torch"]["variants"][0]["torch_npu"] = "2.7.1"
+    found = problems(raw)
+    assert found == [
+        "matrix.yaml: row 9.0.0, field torch.variants[0].torch_npu: torch_npu 2.7.1 pairs with CANN 8.3.RC1, not "
+        "9.0.0, in Huawei's published pairing (ascend-deployer 26.0.0, version_match.json); CANN 9.0.0 pairs with "
+        "2.10.0, 2.6.0.post6, 2.7.1.post4, 2.8.0.post4, 2.9.0.post2, or set 'unlisted' with a reason"
+    ]
+    row(raw, "9.0.0")["torch"]["variants"][0]["unlisted"] = "a test of the escape hatch"
+    parse_matrix(raw)
+
+
+def test_the_hand_table_may_not_contradict_the_published_pairing(raw: dict[str, Any]) -> None:
+    raw["support"]["torch_npu"]["8.0.0"].append("2.7.1.post4")
+    assert problems(raw) == [
+        "matrix.yaml: field support.torch_npu.8.0.0: torch_npu 2.7.1.post4 is in Huawei's published pairing "
+        "(ascend-deployer 26.0.0: CANN 9.0.0): remove it here, the published data is the source"
+    ]

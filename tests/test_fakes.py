@@ -114,7 +114,7 @@ def read_kv(path: Path, sep: str = "=") -> dict[str, str]:
 
 
 def test_file_names_follow_the_matrix(pkgs: dict[str, Path], matrix_raw: dict[str, Any]) -> None:
-    pk = matrix_raw["cann_packages"]
+    pk = matrix_raw["cann_layouts"][0]  # the layout up to 8.3; test_85_file_names_follow_the_matrix has 8.5's
     fmt = {"version": VERSION, "arch": ARCH}
     assert pkgs["toolkit"].name == pk["toolkit"].format(**fmt)
     assert pkgs["kernels-910b"].name == pk["kernels"]["910b"].format(**fmt)
@@ -122,6 +122,15 @@ def test_file_names_follow_the_matrix(pkgs: dict[str, Path], matrix_raw: dict[st
     assert pkgs["nnal"].name == pk["nnal"].format(**fmt)
     assert list(pkgs) == ["toolkit", "kernels-910b", "kernels-A3", "nnal"]
     assert {k: p.name for k, p in pkgs.items()} == package_file_names(VERSION, ARCH, ("910b", "A3"))
+
+
+def test_85_file_names_follow_the_matrix(tmp_path: Path, matrix_raw: dict[str, Any]) -> None:
+    """The stand-in's 8.5 package names are the ones matrix.yaml's 8.5.0+ layout renders."""
+    layout = next(lay for lay in matrix_raw["cann_layouts"] if lay["since"] == "8.5.0")
+    fmt = {"version": "8.5.0", "arch": ARCH}
+    names = package_file_names("8.5.0", ARCH, ("910b", "A3"))
+    assert names["toolkit"] == layout["toolkit"].format(**fmt) and names["nnal"] == layout["nnal"].format(**fmt)
+    assert [names["ops-910b"], names["ops-A3"]] == [layout["kernels"][c].format(**fmt) for c in ("910b", "A3")]
 
 
 def test_installers_are_deterministic_self_extracting_scripts(tmp_path: Path, pkgs: dict[str, Path]) -> None:

@@ -203,7 +203,7 @@ def test_offline_lists_every_missing_input_of_the_test_row(dirs: InputDirs) -> N
     for inp, line in zip(wanted, lines[1:], strict=True):
         assert inp.name in line
         if inp.kind == "package":
-            assert inp.url in line and f"Referer: {REFERER}" in line
+            assert (inp.archive_url or inp.url) in line and f"Referer: {REFERER}" in line  # Huawei's .zip if published
             assert "invoke fetch --cann test --torch 2.13.0 --arch x86_64" in line
         elif inp.kind == "wheel":
             assert "--wheelhouse" in line and "cp311, x86_64" in line
@@ -270,3 +270,89 @@ def test_place_copies_when_hard_links_fail(
     (placed,) = got.place("cann", tmp_path / "ctx")
     assert placed.read_bytes() == PKG_BYTES
     assert placed.stat().st_ino != (dirs.packages / PKG).stat().st_ino
+
+
+# --------------------------------------------------------------------------------------------------------
+# Huawei's published .zip and sha256 (ascend-deployer, published.yaml)
+
+ZIP = PKG.replace(".run", ".zip")
+ZIP_URL_PATH = f"/CANN/{ZIP}"
+
+
+def zipped(run_bytes: bytes, name: str = PKG) -> bytes:
+    """A .zip around the .run, as ascend-deployer's CANN_<ver>.json lists each package."""
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(name, run_bytes)
+        zf.writestr(f"{name}.asc", b"signature stand-in")
+    return buf.getvalue()
+
+
+def zip_plan(server: LoopbackServer, git_url: str, published_sha: str) -> BuildPlan:
+    plan = make_plan(server, git_url)
+    cann = Input("package", PKG, url=server.url(f"/CANN/{PKG}"), referer=REFERER, archive=ZIP,
+                 archive_url=server.url(ZIP_URL_PATH), archive_sha256=published_sha)  # fmt: skip
+    plan.layers[0] = layer("cann", [cann])
+    return plan
+
+
+def test_fetch_takes_the_published_zip_verifies_it_and_unpacks_the_run(
+    server: LoopbackServer, upstream: UpstreamRepo, dirs: InputDirs
+) -> None:
+    data = zipped(PKG_BYTES)
+    server.files[ZIP_URL_PATH] = data
+    got = resolve_inputs(zip_plan(server, upstream.url, sha(data)), dirs, download=True, offline=False, progress=False)
+    assert ZIP_URL_PATH in downloads(server) and f"/CANN/{PKG}" not in downloads(server)
+    run = dirs.packages / PKG
+    assert got["cann", PKG].path == run and run.read_bytes() == PKG_BYTES and os.access(run, os.X_OK)
+    assert any("verified" in e and "(published.yaml)" in e for e in got.events)
+    lock = yaml.safe_load((dirs.locks / "test.yaml").read_text())["files"]
+    assert lock[ZIP] == sha(data) and lock[PKG] == sha(PKG_BYTES)  # the .run's hash comes from a verified zip
+
+
+def test_a_zip_whose_sha256_is_not_the_published_one_is_refused(
+    server: LoopbackServer, upstream: UpstreamRepo, dirs: InputDirs
+) -> None:
+    real, tampered = zipped(PKG_BYTES), zipped(PKG_BYTES + b"\n# tampered")
+    server.files[ZIP_URL_PATH] = tampered
+    with pytest.raises(ChecksumMismatch) as err:
+        resolve_inputs(zip_plan(server, upstream.url, sha(real)), dirs, download=True, offline=False, progress=False)
+    message = str(err.value)
+    assert ZIP in message and sha(real) in message and sha(tampered) in message and "(published.yaml)" in message
+    assert "\n" not in message
+    assert not (dirs.packages / PKG).exists() and not (dirs.packages / ZIP).exists()
+    assert not part_path(dirs.packages / ZIP).exists()
+
+
+def test_a_carried_zip_is_verified_and_unpacked_offline(
+    server: LoopbackServer, upstream: UpstreamRepo, dirs: InputDirs
+) -> None:
+    data = zipped(PKG_BYTES)
+    dirs.packages.mkdir(parents=True)
+    (dirs.packages / ZIP).write_bytes(data)
+    plan = zip_plan(server, upstream.url, sha(data))
+    plan.layers = plan.layers[:1]
+    got = resolve_inputs(plan, dirs, download=False, offline=True, progress=False)
+    assert got["cann", PKG].path.read_bytes() == PKG_BYTES and server.requests == []
+    (dirs.packages / PKG).unlink()
+    (dirs.packages / ZIP).write_bytes(zipped(b"someone else's installer"))
+    with pytest.raises(ChecksumMismatch, match=r"\(published\.yaml\)"):
+        resolve_inputs(plan, dirs, download=False, offline=True, progress=False)
+    assert not (dirs.packages / PKG).exists()
+
+
+def test_a_published_wheel_must_be_the_published_file(server: LoopbackServer, upstream: UpstreamRepo,
+                                                      dirs: InputDirs) -> None:  # fmt: skip
+    from ascend_stack.published import Published, PublishedFile
+
+    pub = Published("ascend-deployer 26.0.0", {}, {WHEEL: PublishedFile(WHEEL, "https://x/" + WHEEL, sha(b"wheel"))})
+    assert resolve_inputs(make_plan(server, upstream.url), dirs, download=True, offline=False, progress=False,
+                          published=pub)["pta", "demo==1.0"].digest == sha(b"wheel")  # fmt: skip
+    (dirs.wheelhouse / WHEEL).write_bytes(b"a rebuilt wheel of the same name")
+    (dirs.locks / "test.yaml").unlink()
+    with pytest.raises(ChecksumMismatch) as err:
+        resolve_inputs(make_plan(server, upstream.url), dirs, download=False, offline=True, progress=False,
+                       published=pub)  # fmt: skip
+    assert "ascend-deployer 26.0.0 (published.yaml)" in str(err.value) and sha(b"wheel") in str(err.value)

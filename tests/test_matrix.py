@@ -20,8 +20,32 @@ def row(raw: dict[str, Any], key: str) -> dict[str, Any]:
 
 def test_shipped_matrix_is_valid() -> None:
     m = load_matrix(REPO / "matrix.yaml")
-    assert [r.key for r in m.shipped_rows()] == ["8.1.RC1", "8.2.RC1", "8.3.RC1", "8.0.0"]
-    assert [r.key for r in m.rows if r.test] == ["test"]
+    assert [r.key for r in m.shipped_rows()] == ["9.0.0", "8.5.0", "8.1.RC1", "8.2.RC1", "8.3.RC1", "8.0.0"]
+    assert [r.key for r in m.rows if r.test] == ["test", "test-85"]
+
+
+def test_the_rows_teams_start_on_today() -> None:
+    """MindSpeed-LLM 26.0.0 on CANN 9.0.0 and 2.3.0 on 8.5.0, as their release notes pair them."""
+    rows = {r.key: r for r in load_matrix(REPO / "matrix.yaml").rows}
+    for cann, release, torch_npu, mindspeed in (("9.0.0", "26.0.0", "2.7.1.post4", "v26.0.0_core_r0.12.1"),
+                                                ("8.5.0", "2.3.0", "2.7.1.post2", "v2.3.0_core_r0.12.1")):  # fmt: skip
+        r = rows[cann]
+        assert r.mindspeed_llm.release == release and r.mindspeed.ref == mindspeed
+        assert [(v.torch, v.torch_npu) for v in r.torch.variants] == [("2.7.1", torch_npu)]
+        assert (r.python, r.megatron.ref, r.transformers) == ("3.10", "core_v0.12.1", "4.57.1")
+        assert r.apex is None and r.nvidia_apex is None  # no apex step in their install guides
+        assert set(r.chips) == {"910b", "A3"} and set(r.archs) == {"aarch64", "x86_64"}
+        assert set(r.oses) == {"ubuntu22.04", "openeuler24.03"}
+
+
+def test_cann_releases_are_ordered_and_take_their_layout() -> None:
+    from ascend_stack.matrix import cann_release_key
+
+    m = load_matrix(REPO / "matrix.yaml")
+    order = ["8.0.0", "8.1.RC1", "8.3.RC1", "8.3.0", "8.5.0", "9.0.0"]
+    assert sorted(reversed(order), key=cann_release_key) == order
+    assert m.layout("8.3.RC1").since == "8.0.0" and m.layout("8.5.0").since == "8.5.0"
+    assert m.layout("9.0.0").kernels["A3"] == "Ascend-cann-A3-ops_{version}_linux-{arch}.run"
 
 
 def test_seed_row_carries_the_seed_stack() -> None:

@@ -326,3 +326,26 @@ def test_a_row_without_apex_builds_no_apex(raw: dict, tmp_path: Path) -> None:
     assert "pta/apex_build.py" not in files
     assert not [i for i in plan.layer("pta").inputs if i.kind == "git"]
     assert json.loads(files["mindspeed/stack.json"])["apex"] is None
+
+
+@pytest.mark.parametrize(
+    ("cann", "chip", "arch", "ops"),
+    [("9.0.0", "A3", "x86_64", "Ascend-cann-A3-ops_9.0.0_linux-x86_64.run"),
+     ("8.5.0", "910b", "aarch64", "Ascend-cann-910b-ops_8.5.0_linux-aarch64.run")],
+)  # fmt: skip
+def test_cann_85_and_later_install_the_ops_package_into_their_own_tree(
+    m: Matrix, cann: str, chip: str, arch: str, ops: str
+) -> None:
+    plan, files = files_for(m, cann, chip=chip, arch=arch)
+    dockerfile = files["cann/Dockerfile"]
+    for name in (f"Ascend-cann-toolkit_{cann}_linux-{arch}.run", ops, f"Ascend-cann-nnal_{cann}_linux-{arch}.run"):
+        assert f"bash /mnt/packages/{name} --quiet --install --install-for-all" in dockerfile
+    assert "kernels-" not in dockerfile and ". /usr/local/Ascend/cann/set_env.sh" in dockerfile
+    env = plan.layer("cann").env_capture
+    assert env and env["sources"] == [["/usr/local/Ascend/cann/set_env.sh"],
+                                      ["/usr/local/Ascend/nnal/atb/set_env.sh", "--cxx_abi=1"]]  # fmt: skip
+    layout = json.loads(files["mindspeed/stack.json"])["cann_layout"]
+    assert (
+        layout["home"] == f"/usr/local/Ascend/cann-{cann}" and layout["set_env"] == "/usr/local/Ascend/cann/set_env.sh"
+    )
+    assert "apex-build" not in files["pta/Dockerfile"]  # 2.3.0 and 26.0.0 have no apex step

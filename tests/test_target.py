@@ -12,6 +12,7 @@ from ascend_stack.matrix import Matrix, load_matrix
 from ascend_stack.target import resolve
 
 REPO = Path(__file__).resolve().parents[1]
+ROWS = "9.0.0, 8.5.0, 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +60,9 @@ def test_test_row_is_hidden_but_addressable(m: Matrix) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"cann": None}, "CANN version (--cann) is required: choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"),
-        ({"cann": "9.0.0"}, "unknown CANN version (--cann) '9.0.0': choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"),
-        ({"cann": "8"}, "ambiguous CANN version (--cann) '8': choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"),
+        ({"cann": None}, f"CANN version (--cann) is required: choose one of {ROWS}"),
+        ({"cann": "9.1.0"}, f"unknown CANN version (--cann) '9.1.0': choose one of {ROWS}"),
+        ({"cann": "8"}, "ambiguous CANN version (--cann) '8': choose one of 8.5.0, 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"),
         (
             {"cann": "8.1.RC1", "torch": "2.5"},
             "unknown torch for CANN 8.1.RC1 (--torch) '2.5': choose one of 2.1.0, 2.6.0",

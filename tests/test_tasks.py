@@ -63,13 +63,17 @@ def test_an_invalid_matrix_fails_every_task_with_one_line(broken: Path, task: li
     [
         (
             ["--cann", "9.9.9"],
-            "error: unknown CANN version (--cann) '9.9.9': choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0",
+            "error: unknown CANN version (--cann) '9.9.9': choose one of "
+            "9.0.0, 8.5.0, 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0",
         ),
         (
             ["--cann", "8.1.RC1", "--torch", "3"],
             "error: unknown torch for CANN 8.1.RC1 (--torch) '3': choose one of 2.1.0, 2.6.0",
         ),
-        (["--cann", "8"], "error: ambiguous CANN version (--cann) '8': choose one of 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0"),
+        (
+            ["--cann", "8"],
+            "error: ambiguous CANN version (--cann) '8': choose one of 8.5.0, 8.1.RC1, 8.2.RC1, 8.3.RC1, 8.0.0",
+        ),
     ],
 )
 def test_bad_choices_exit_2_with_one_line_and_write_nothing(tmp_path: Path, args: list[str], message: str) -> None:

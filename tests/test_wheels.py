@@ -15,8 +15,8 @@ from ascend_stack.download import ChecksumMismatch
 from ascend_stack.errors import UserError
 from ascend_stack.wheels import WheelTarget, fetch_wheel, find_wheel, pip_download_command
 
-X86_311 = WheelTarget.for_os("3.11", "x86_64", "debian-bookworm")
-ARM_310 = WheelTarget.for_os("3.10", "aarch64", "ubuntu22.04")
+X86_311 = WheelTarget("3.11", "x86_64", (2, 36))  # debian-bookworm
+ARM_310 = WheelTarget("3.10", "aarch64", (2, 35))  # ubuntu22.04
 
 
 def make_wheel(folder: Path, filename: str) -> Path:

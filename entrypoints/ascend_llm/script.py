@@ -14,10 +14,22 @@ from typing import Iterable, Sequence
 from ascend_llm.environment import EnvVar
 
 INPUT_DELIMITER = "ASCEND_LLM_INPUT"
-CANN_SETUP = (
-    ("ASCEND_TOOLKIT_HOME", "/usr/local/Ascend/ascend-toolkit/set_env.sh"),
-    ("ATB_HOME_PATH", "/usr/local/Ascend/nnal/atb/set_env.sh"),
+# (variable that tells the environment is there, set_env.sh and its arguments): CANN before 8.5.
+CANN_SETUP: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ASCEND_TOOLKIT_HOME", ("/usr/local/Ascend/ascend-toolkit/set_env.sh",)),
+    ("ATB_HOME_PATH", ("/usr/local/Ascend/nnal/atb/set_env.sh",)),
 )
+
+
+def cann_setup(stack: dict | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The set_env.sh scripts of the image's CANN layout (stack.json ``cann_layout``), NNAL's with torch's ABI."""
+    layout = (stack or {}).get("cann_layout") or {}
+    if not layout.get("set_env") or not layout.get("nnal_set_env"):
+        return CANN_SETUP
+    nnal = [str(layout["nnal_set_env"])]
+    if layout.get("cxx_abi") in (0, 1):
+        nnal.append(f"--cxx_abi={layout['cxx_abi']}")
+    return (("ASCEND_TOOLKIT_HOME", (str(layout["set_env"]),)), ("ATB_HOME_PATH", tuple(nnal)))
 
 
 @dataclass
@@ -88,6 +100,7 @@ class LaunchScript:
     env: list[EnvVar] = field(default_factory=list)
     ld_preload: list[str] = field(default_factory=list)
     source_cann: bool = False
+    cann_scripts: tuple[tuple[str, tuple[str, ...]], ...] = CANN_SETUP
     make_dirs: list[str] = field(default_factory=list)
     cwd: str | None = None
     stdin_lines: list[str] = field(default_factory=list)
@@ -118,8 +131,9 @@ class LaunchScript:
         lines.append("set -eo pipefail")
         if self.source_cann:
             lines.append("# CANN and NNAL environment: the image's ENV has it; sourced only when missing.")
-            for marker, script in CANN_SETUP:
-                lines.append(f'if [ -z "${{{marker}:-}}" ] && [ -f {script} ]; then . {script}; fi')
+            for marker, (script, *args) in self.cann_scripts:
+                call = " ".join(shlex.quote(word) for word in (script, *args))
+                lines.append(f'if [ -z "${{{marker}:-}}" ] && [ -f {shlex.quote(script)} ]; then . {call}; fi')
         for var in self.env:
             comment = f"  # {var.comment}" if var.comment else ""
             value = f'"${{{var.name}:-{_double_quoted(var.value)}}}"' if var.overridable else shlex.quote(var.value)

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import render
@@ -198,9 +198,13 @@ class Builder:
         """Render, then find and verify every input: a bad or missing one stops us before Docker."""
         offline = self.opts.network.offline
         plan, _ = render.plan(self.t)
+        # Only the layers this build reaches need their inputs (`--until cann` needs no git source).
+        reach = self.opts.selected()[-1] if not self.opts.layers else LAYER_NAMES[-1]
+        needed = LAYER_NAMES[: LAYER_NAMES.index(reach) + 1]
+        wanted = replace(plan, layers=[layer for layer in plan.layers if layer.name in needed])
         try:
             resolved = resolve_inputs(
-                plan, self.opts.dirs, download=not offline and not self.opts.dry_run, offline=offline,
+                wanted, self.opts.dirs, download=not offline and not self.opts.dry_run, offline=offline,
                 ca_cert=self.opts.network.ca_cert, progress=not self.opts.dry_run,
             )  # fmt: skip
         except MissingInputs as missing:

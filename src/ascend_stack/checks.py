@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 from packaging.version import Version
 
+from . import published
 from .matrix import Matrix, Problem, Row
 
 Rule = Callable[[Matrix], Iterator[Problem]]
@@ -27,12 +28,16 @@ def references(m: Matrix) -> Iterator[Problem]:
     """Names used in one place must be defined in another."""
     if m.defaults.os not in m.oses:
         yield Problem(None, "defaults.os", f"'{m.defaults.os}' is not defined under oses")
-    if m.defaults.chip not in m.cann_packages.kernels:
-        yield Problem(None, "defaults.chip", f"'{m.defaults.chip}' has no cann_packages.kernels entry")
+    for i, lay in enumerate(m.cann_layouts):
+        if m.defaults.chip not in lay.kernels:
+            yield Problem(None, f"cann_layouts[{i}].kernels", f"the default chip '{m.defaults.chip}' has no package")
     for key, src in m.python_sources.items():
         if not src.version.startswith(key + "."):
             yield Problem(None, f"python_sources.{key}.version", f"{src.version} is not a {key}.x release")
     seen: set[str] = set()
+    since = [lay.since for lay in m.cann_layouts]
+    if len(set(since)) != len(since):
+        yield Problem(None, "cann_layouts", f"two layouts start at the same release ({', '.join(since)})")
     for row in m.rows:
         if row.key.lower() in seen:
             yield Problem(row.key, "cann", "two rows have this CANN version; give one an 'id'")
@@ -40,9 +45,16 @@ def references(m: Matrix) -> Iterator[Problem]:
         for os_name in row.oses:
             if os_name not in m.oses:
                 yield Problem(row.key, "oses", f"'{os_name}' is not defined under oses ({', '.join(m.oses)})")
+        try:
+            layout = m.layout(row.cann)
+        except ValueError as err:
+            yield Problem(row.key, "cann", str(err))
+            continue
         for chip in row.chips:
-            if chip not in m.cann_packages.kernels:
-                yield Problem(row.key, "chips", f"'{chip}' has no cann_packages.kernels entry")
+            if chip not in layout.kernels:
+                yield Problem(
+                    row.key, "chips", f"'{chip}' has no package in the CANN {layout.since}+ layout (cann_layouts)"
+                )
 
 
 def torch_pairing(m: Matrix) -> Iterator[Problem]:
@@ -79,13 +91,25 @@ def _upstream(row: Row, m: Matrix) -> Iterator[Problem]:
         yield Problem(row.key, "cann", f"no Python range for CANN {row.cann} in support.cann_python")
     elif not _in_range(row.python, cann_py):
         yield Problem(row.key, "python", f"CANN {row.cann} supports Python {cann_py[0]}-{cann_py[1]}")
-    listed = m.support.torch_npu.get(row.cann, [])
+    pub = published.load()
+    listed = sorted({*m.support.torch_npu.get(row.cann, []), *pub.paired_with(row.cann)}, key=Version)
     for i, v in enumerate(row.torch.variants):
         torch_sup = m.support.torch.get(v.torch)
         if torch_sup and not _in_range(row.python, torch_sup.python):
             lo, hi = torch_sup.python
             yield Problem(row.key, "python", f"torch {v.torch} supports Python {lo}-{hi}, not {row.python}")
-        if v.torch_npu not in listed and not v.unlisted:
+        official = pub.cann_for(v.torch_npu)
+        if official is not None:
+            if official != row.cann and not v.unlisted:
+                paired = ", ".join(pub.paired_with(row.cann)) or "none"
+                yield Problem(
+                    row.key,
+                    f"torch.variants[{i}].torch_npu",
+                    f"torch_npu {v.torch_npu} pairs with CANN {official}, not {row.cann}, in Huawei's published "
+                    f"pairing ({pub.source}, version_match.json); CANN {row.cann} pairs with {paired}, "
+                    f"or set 'unlisted' with a reason",
+                )
+        elif v.torch_npu not in listed and not v.unlisted:
             yield Problem(
                 row.key,
                 f"torch.variants[{i}].torch_npu",
@@ -111,6 +135,21 @@ def _upstream(row: Row, m: Matrix) -> Iterator[Problem]:
         yield Problem(row.key, "python", f"MindSpeed-LLM {row.mindspeed_llm.release} supports Python {lo}-{hi}")
 
 
+def hand_pairings(m: Matrix) -> Iterator[Problem]:
+    """support.torch_npu is for releases Huawei's published pairing does not cover; it may not contradict it."""
+    pub = published.load()
+    for cann, versions in m.support.torch_npu.items():
+        for version in versions:
+            official = pub.cann_for(version)
+            if official is not None:
+                yield Problem(
+                    None,
+                    f"support.torch_npu.{cann}",
+                    f"torch_npu {version} is in Huawei's published pairing ({pub.source}: CANN {official}): "
+                    "remove it here, the published data is the source",
+                )
+
+
 def upstream_support(m: Matrix) -> Iterator[Problem]:
     """Shipped rows stay inside what CANN, torch, torch_npu and MindSpeed-LLM document."""
     for row in m.shipped_rows():
@@ -134,7 +173,7 @@ def source_pins(m: Matrix) -> Iterator[Problem]:
                 )
 
 
-RULES: tuple[Rule, ...] = (references, torch_pairing, python_provided, upstream_support, source_pins)
+RULES: tuple[Rule, ...] = (references, torch_pairing, python_provided, hand_pairings, upstream_support, source_pins)
 
 
 def cross_check(m: Matrix) -> list[Problem]:

@@ -134,6 +134,19 @@ def show_matrix(
     return 0
 
 
+def published(matrix_path: Path = DEFAULT_MATRIX) -> str:
+    """``invoke published``: regenerate published.yaml from the installed ascend-deployer."""
+    import yaml
+
+    from . import published as pub
+    from .matrix import Matrix
+
+    # Schema only: the cross-checks read published.yaml, which this is about to write.
+    raw = yaml.safe_load(matrix_path.read_text(encoding="utf-8"))
+    path, pairs, files = pub.write(Matrix.model_validate(raw))
+    return f"wrote {path}: {pairs} torch_npu pairings, {files} files with their published sha256"
+
+
 def render(
     cann: str | None,
     torch: str | None = None,

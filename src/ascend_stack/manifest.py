@@ -47,14 +47,17 @@ def os_packages(box: Container) -> dict[str, Any]:
     return {"manager": None, "packages": []}
 
 
-def cann_versions(box: Container, arch: str) -> dict[str, Any]:
-    info = _read(box, f"{TOOLKIT_HOME}/{arch}-linux/ascend_toolkit_install.info")
-    cfg = _read(box, f"{TOOLKIT_HOME}/version.cfg")
-    nnal = _read(box, f"{NNAL_HOME}/version.info")
-    kernels = box.exec(f"ls {TOOLKIT_HOME}/opp/built-in/op_impl/ai_core/tbe/kernel").stdout.split()
+def cann_versions(box: Container, arch: str, layout: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What CANN the image holds, at the paths its stack.json records (the pre-8.5 ones otherwise)."""
+    home = (layout or {}).get("home") or TOOLKIT_HOME
+    nnal_home = (layout or {}).get("nnal_home") or NNAL_HOME
+    info = _read(box, f"{home}/{arch}-linux/ascend_toolkit_install.info")
+    cfg = _read(box, f"{home}/version.cfg")
+    nnal = _read(box, f"{nnal_home}/version.info")
+    kernels = box.exec(f"ls {home}/opp/built-in/op_impl/ai_core/tbe/kernel").stdout.split()
     chips = {d: chip for chip, d in KERNEL_DIRS.items()}
     toolkit = parse_key_values(info) if info else {}
-    head = box.exec(f"head -c 200 {TOOLKIT_HOME}/lib64/libascendcl.so")
+    head = box.exec(f"head -c 200 {home}/lib64/libascendcl.so")
     return {
         "stand_in": standin_reason(head.stdout.encode(), "libascendcl.so") if head.returncode == 0 else None,
         "toolkit": toolkit.get("version"),
@@ -85,7 +88,7 @@ def collect(image: str) -> dict[str, Any]:
             "matrix_row": {k: labels.get(f"{render.LABEL_PREFIX}.{k}") for k in _ROW_LABELS},
             "os": {"name": release.get("PRETTY_NAME"), **os_packages(box)},
             "python": {"version": python, "pip_freeze": freeze.stdout.splitlines() if freeze.returncode == 0 else []},
-            "cann": cann_versions(box, arch),
+            "cann": cann_versions(box, arch, (stack or {}).get("cann_layout")),
             "sources": {
                 name: (stack or {}).get(name)
                 for name in ("mindspeed", "mindspeed_llm", "megatron", "apex")

@@ -93,6 +93,13 @@ class OsSpec(_Model):
     family: Literal["apt", "dnf"]
     image: str = Field(min_length=1)
     python: PyMinor
+    # glibc of the OS: a manylinux wheel built for a newer one will not load there.
+    glibc: str = Field(pattern=r"^2\.\d+$")
+
+    @property
+    def glibc_version(self) -> tuple[int, int]:
+        major, minor = self.glibc.split(".")
+        return int(major), int(minor)
 
 
 class PythonSource(_Model):
@@ -103,10 +110,35 @@ class PythonSource(_Model):
 class CannPackages(_Model):
     url: str = Field(pattern=r"^https?://.*\{file\}")
     referer: str
+    python_deps: list[str]
+
+
+def cann_release_key(version: str) -> tuple[int, int, int, int]:
+    """Order CANN releases: 8.3.RC1 < 8.3.0 < 8.5.0 (a release candidate precedes its final release)."""
+    major, minor, rest = version.split(".", 2)
+    if rest.upper().startswith("RC"):
+        return int(major), int(minor), 0, int(rest[2:])
+    return int(major), int(minor), 1, int(rest)
+
+
+class CannLayout(_Model):
+    """How a range of CANN releases is packaged and installed: file names, install root, set_env.sh.
+
+    ``{version}`` and ``{arch}`` are filled in per target. ``kernels`` maps a chip to its package (the
+    "kernels" package up to 8.3, the "ops" package from 8.5). ``home`` is ASCEND_TOOLKIT_HOME.
+    """
+
+    since: CannVersion
     toolkit: str
     kernels: dict[str, str] = Field(min_length=1)
     nnal: str
-    python_deps: list[str]
+    home: str = Field(pattern=r"^/")
+    set_env: str = Field(pattern=r"^/.*set_env\.sh$")
+    nnal_home: str = Field(pattern=r"^/")
+    nnal_set_env: str = Field(pattern=r"^/.*set_env\.sh$")
+    # What NNAL's atb/set_env.sh picks without --cxx_abi ("torch": the ABI of the torch it imports).
+    # The build always passes torch's ABI (support.torch.*.cxx11_abi) explicitly.
+    nnal_default_abi: Literal["torch", 0, 1]
 
 
 class Sources(_Model):
@@ -229,6 +261,7 @@ class Matrix(_Model):
     oses: dict[str, OsSpec] = Field(min_length=1)
     python_sources: dict[str, PythonSource]
     cann_packages: CannPackages
+    cann_layouts: list[CannLayout] = Field(min_length=1)
     torch_index: dict[Arch, str]
     sources: Sources
     support: Support
@@ -236,6 +269,14 @@ class Matrix(_Model):
 
     def shipped_rows(self) -> list[Row]:
         return [r for r in self.rows if not r.test]
+
+    def layout(self, cann: str) -> CannLayout:
+        """The layout of CANN release ``cann``: the last one whose ``since`` is not after it."""
+        key = cann_release_key(cann)
+        found = [lay for lay in self.cann_layouts if cann_release_key(lay.since) <= key]
+        if not found:
+            raise ValueError(f"no cann_layouts entry covers CANN {cann}")
+        return max(found, key=lambda lay: cann_release_key(lay.since))
 
 
 @dataclass(frozen=True)

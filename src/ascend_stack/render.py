@@ -25,8 +25,6 @@ LABEL_PREFIX = "io.ascend-llm-stack"
 DRIVER_LIBS = (
     "/usr/local/Ascend/driver/lib64:/usr/local/Ascend/driver/lib64/common:/usr/local/Ascend/driver/lib64/driver"
 )
-TOOLKIT_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
-NNAL_ENV = "/usr/local/Ascend/nnal/atb/set_env.sh"
 
 # OS packages of the base layer: what CANN's installers and run time need ([runtime] §1.4).
 _BASE_PACKAGES = {
@@ -112,6 +110,10 @@ class Input:
     sha256: str | None = None
     referer: str | None = None
     index: str | None = None
+    # package: the .zip Huawei publishes around the .run (ascend-deployer), its URL and published sha256
+    archive: str | None = None
+    archive_url: str | None = None
+    archive_sha256: str | None = None
 
 
 @dataclass
@@ -192,25 +194,44 @@ def _base(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], l
 
 
 def cann_files(t: Target) -> dict[str, str]:
-    """The official installer file names for this target ([runtime] §1.1)."""
-    pk = t.matrix.cann_packages
+    """The official package file names for this target, from its CANN release's layout."""
+    lay = t.layout
     fmt = {"version": t.cann, "arch": t.arch}
     return {
-        "toolkit": pk.toolkit.format(**fmt),
-        "kernels": pk.kernels[t.chip].format(**fmt),
-        "nnal": pk.nnal.format(**fmt),
+        "toolkit": lay.toolkit.format(**fmt),
+        "kernels": lay.kernels[t.chip].format(**fmt),
+        "nnal": lay.nnal.format(**fmt),
     }
 
 
+def cann_env_sources(t: Target) -> list[list[str]]:
+    """What the CANN environment of an image is: the toolkit's set_env.sh, then NNAL's with torch's ABI."""
+    return [[t.cann_path("set_env")], [t.cann_path("nnal_set_env"), f"--cxx_abi={t.cxx11_abi}"]]
+
+
+def cann_layout_facts(t: Target) -> dict[str, str]:
+    """The layout's paths for this target, as stack.json records them for the stage runner and checks."""
+    return {k: t.cann_path(k) for k in ("home", "set_env", "nnal_home", "nnal_set_env")}
+
+
 def _cann(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], list[Input]]:
+    from . import published
+
     pk = t.matrix.cann_packages
+    pub = published.load()
+    inputs = []
+    for f in cann_files(t).values():
+        zipped = pub.archive_of(f)
+        inputs.append(
+            Input(
+                "package", f, url=pk.url.format(version=t.cann, file=f), referer=pk.referer, sha256=t.row.sha256.get(f),
+                archive=zipped.name if zipped else None, archive_url=zipped.url if zipped else None,
+                archive_sha256=zipped.sha256 if zipped else None,
+            )
+        )
     files = cann_files(t)
-    inputs = [
-        Input("package", f, url=pk.url.format(version=t.cann, file=f), referer=pk.referer, sha256=t.row.sha256.get(f))
-        for f in files.values()
-    ]
     labels = _labels({"layer": "cann", "row": t.row.key, "cann": t.cann, "chip": t.chip, "hdk-min": t.row.hdk_min})
-    return {"files": files, "labels": labels}, inputs
+    return {"files": files, "labels": labels, "set_env": t.cann_path("set_env")}, inputs
 
 
 def git_input(t: Target, key: str) -> Input:
@@ -275,6 +296,7 @@ def stack_json(t: Target, commits: dict[str, str | None]) -> str:
         sources[key] = entry
     data = {
         **{k: v for k, v in t.describe().items() if k not in ("platform", "mindspeed_llm")},
+        "cann_layout": {**cann_layout_facts(t), "cxx_abi": t.cxx11_abi},
         "transformers": r.transformers,
         "apex": None,
         **sources,
@@ -413,7 +435,7 @@ def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[Build
                 "script": "cann/capture-env.py",
                 "template": "cann/env.Dockerfile.j2",
                 "driver_libs": DRIVER_LIBS,
-                "sources": [[TOOLKIT_ENV], [NNAL_ENV, f"--cxx_abi={t.cxx11_abi}"]],
+                "sources": cann_env_sources(t),
             }
         mounts += sorted({i.kind for i in inputs} & {"package", "git", "project"})
         files.update(layer_files)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .errors import UserError
-from .matrix import ARCHES, Matrix, OsSpec, Row, TorchVariant
+from .matrix import ARCHES, CannLayout, Matrix, OsSpec, Row, TorchVariant
 
 IMAGE = "ascend-llm-stack"
 _ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
@@ -72,6 +72,15 @@ class Target:
     @property
     def cann(self) -> str:
         return self.row.cann
+
+    @property
+    def layout(self) -> CannLayout:
+        """How this CANN release is packaged and installed (matrix.yaml ``cann_layouts``)."""
+        return self.matrix.layout(self.cann)
+
+    def cann_path(self, key: str) -> str:
+        """An install path of the layout (``home``, ``set_env``, ...) with ``{version}`` filled in."""
+        return str(getattr(self.layout, key)).format(version=self.cann)
 
     @property
     def python(self) -> str:
@@ -146,6 +155,7 @@ class Target:
             "arch": self.arch,
             "platform": self.platform,
             "os": self.os_name,
+            "glibc": self.os.glibc,
             "chip": self.chip,
             "python": self.python,
             "torch": self.torch,

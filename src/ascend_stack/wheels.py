@@ -30,13 +30,6 @@ from .download import ChecksumMismatch, download
 from .errors import UserError
 from .lock import sha256_file
 
-# glibc of each base OS the matrix knows: manylinux wheels newer than this will not load there.
-OS_GLIBC: dict[str, tuple[int, int]] = {
-    "ubuntu22.04": (2, 35),
-    "ubuntu20.04": (2, 31),
-    "openeuler22.03": (2, 34),
-    "debian-bookworm": (2, 36),
-}
 DEFAULT_GLIBC = (2, 17)  # an OS not in the table gets only what manylinux2014 promises
 
 
@@ -49,8 +42,12 @@ class WheelTarget:
     glibc: tuple[int, int] = DEFAULT_GLIBC
 
     @classmethod
-    def for_os(cls, python: str, arch: str, os_name: str) -> WheelTarget:
-        return cls(python, arch, OS_GLIBC.get(os_name, DEFAULT_GLIBC))
+    def for_target(cls, described: dict[str, object]) -> WheelTarget:
+        """From a build plan's ``target`` (python, arch, and the OS's glibc from matrix.yaml)."""
+        glibc = str(described.get("glibc") or "")
+        major, _, minor = glibc.partition(".")
+        found = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else DEFAULT_GLIBC
+        return cls(str(described["python"]), str(described["arch"]), found)
 
     @property
     def version(self) -> tuple[int, int]:

@@ -226,9 +226,15 @@ def stack(host: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def cann_standin(host: Any) -> str | None:
+def cann_home(expected: Expected) -> str:
+    """ASCEND_TOOLKIT_HOME of the image's CANN release (its layout in matrix.yaml)."""
+    return expected.target.cann_path("home") if expected.target else TOOLKIT_HOME
+
+
+@pytest.fixture(scope="session")
+def cann_standin(host: Any, cann_home: str) -> str | None:
     """Why the image's CANN is a test stand-in (tests/fakes), or None for a real install."""
-    lib = f"{TOOLKIT_HOME}/lib64/libascendcl.so"
+    lib = f"{cann_home}/lib64/libascendcl.so"
     out = host.run(f"head -c 200 {lib}")
     return standin_reason(out.stdout_bytes, "libascendcl.so") if out.rc == 0 else None
 

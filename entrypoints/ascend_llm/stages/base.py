@@ -20,8 +20,8 @@ from ascend_llm.errors import UsageError
 from ascend_llm.launcher import Rendezvous
 from ascend_llm.options import Option
 from ascend_llm.presets import Preset, available_presets, load_preset_file
-from ascend_llm.release import Release
-from ascend_llm.script import Arg, LaunchScript, args_from, group_tokens
+from ascend_llm.release import Release, read_stack
+from ascend_llm.script import Arg, LaunchScript, args_from, cann_setup, group_tokens
 
 PATH_OPTIONS = {
     "load",
@@ -285,6 +285,7 @@ def base_script(
         env=stage_env(distributed, preset_env, forced),
         ld_preload=[] if "LD_PRELOAD" in forced else libgomp_preloads(),
         source_cann=mindspeed,
+        cann_scripts=cann_setup(read_stack()),
         cwd=str(mindspeed_llm_home()) if mindspeed else None,
     )
     script.notes = list(req.notes)

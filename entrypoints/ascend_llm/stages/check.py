@@ -20,7 +20,7 @@ from ascend_llm.stages.base import Stage, StageRequest
 from ascend_llm.system import mindspeed_llm_home, npu_device_ids, sysroot_path
 
 DRIVER_VERSION = "/usr/local/Ascend/driver/version.info"
-TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit/latest"
+TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit/latest"  # before CANN 8.5; stack.json says where
 MOUNTS = (
     ("/usr/local/Ascend/driver/lib64", "-v /usr/local/Ascend/driver:/usr/local/Ascend/driver:ro"),
     ("/usr/local/dcmi", "-v /usr/local/dcmi:/usr/local/dcmi:ro"),
@@ -135,13 +135,14 @@ class CheckStage(Stage):
         cann_expected = stack.get("cann")
         if cann_expected:
             arch = stack.get("arch") or platform.machine()
-            cann = read_key_file(f"{TOOLKIT_HOME}/{arch}-linux/ascend_toolkit_install.info", "version")
+            home = (stack.get("cann_layout") or {}).get("home") or TOOLKIT_HOME  # 8.5+: cann-<version>
+            cann = read_key_file(f"{home}/{arch}-linux/ascend_toolkit_install.info", "version")
             row(
                 "CANN",
                 cann_expected,
                 cann or "not found",
                 bool(cann) and same_version(cann_expected, cann or ""),
-                f"CANN toolkit {cann or 'not found under ' + TOOLKIT_HOME}, expected {cann_expected}: the cann "
+                f"CANN toolkit {cann or 'not found under ' + home}, expected {cann_expected}: the cann "
                 f"layer is missing or different; rebuild the image",
             )
         release = (stack.get("mindspeed_llm") or {}).get("release")

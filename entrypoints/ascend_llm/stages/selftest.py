@@ -20,7 +20,8 @@ from ascend_llm import preflight
 from ascend_llm.environment import EnvVar, parse_env_assignments, stage_env
 from ascend_llm.errors import UsageError
 from ascend_llm.options import Option, common, opt, positive_int
-from ascend_llm.script import Arg, LaunchScript
+from ascend_llm.release import read_stack
+from ascend_llm.script import Arg, LaunchScript, cann_setup
 from ascend_llm.stages.base import Stage, StageRequest
 from ascend_llm.stages.comm_report import MARK, likely_cause, spans
 from ascend_llm.system import visible_npu_count
@@ -296,6 +297,7 @@ class SelftestStage(Stage):
             program=["torchrun"],
             env=env,
             source_cann=backend == "hccl",
+            cann_scripts=cann_setup(read_stack()),
         )
         script.notes = list(req.notes)
         if rdzv.launcher != "none":

@@ -24,8 +24,7 @@ def set_env(host: Any, expected: Expected) -> tuple[dict[str, str], dict[str, st
     """``env`` of a clean shell, and of the same shell after sourcing the toolkit's and NNAL's set_env.sh."""
     if expected.target is None:
         pytest.skip("a base image has no CANN")
-    abi = expected.target.cxx11_abi
-    sourcing = f"source {render.TOOLKIT_ENV} && source {render.NNAL_ENV} --cxx_abi={abi} && "
+    sourcing = "".join(f"source {' '.join(script)} && " for script in render.cann_env_sources(expected.target))
     return _env(host, ""), _env(host, sourcing)
 
 
