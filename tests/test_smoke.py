@@ -117,7 +117,7 @@ def test_every_library_torch_npu_cannot_load_got_a_stand_in(generated: dict[str,
 def test_datasets_imports_with_a_pyarrow_that_takes_the_rows_numpy(probe: dict[str, Any]) -> None:
     assert isinstance(probe["datasets"], list), f"import datasets failed in the image: {probe['datasets']}"
     numpy_major = int(probe["datasets"][2].split(".")[0])
-    assert numpy_major < 2  # the row pins numpy<2 (CANN); pyarrow 22+ would refuse it at import
+    assert numpy_major < 2  # the row pins numpy<2 (CANN); pyarrow 26.0.0 and later refuse it at import
 
 
 # --------------------------------------------------------------------------------------------------------
