@@ -3,6 +3,8 @@
 * :func:`make_cann_packages` writes stand-ins for Huawei's CANN ``.run`` installers (toolkit, chip
   kernels, NNAL): self-extracting bash scripts with the real file names, options, checks and installed
   layout (:mod:`fakes.cann`).
+* :mod:`fakes.cann_runtime` (a script run inside a test image, not imported here) generates ELF stand-ins
+  for the CANN runtime libraries torch_npu links, and an empty pyACL ``acl`` module (tests/smoke.py).
 * :func:`make_source_repos` creates stand-in git repositories for MindSpeed, MindSpeed-LLM, Megatron-LM,
   Ascend apex and NVIDIA apex with the upstream layout; :func:`add_commit` moves one of their branches
   (:mod:`fakes.sources`).
