@@ -146,6 +146,27 @@ def fetch(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
 
 
 @task(
+    auto_shortflags=False,
+    iterable=["wheelhouse"],
+    help={
+        **CHOICES,
+        "sources": INPUTS["sources"],
+        "wheelhouse": INPUTS["wheelhouse"],
+        "ca_cert": INPUTS["ca_cert"],
+        "pip_index_url": "the index to resolve from (default PyPI; e.g. your mirror)",
+        "update": "resolve every package afresh instead of keeping the lock's versions where they still fit",
+    },
+)
+def lock(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, sources=None, wheelhouse=None,
+         ca_cert=None, pip_index_url=None, update=False):  # fmt: skip
+    """Lock every Python package of a target, with hashes, for its Python and platform: locks/<row>/<target>.txt."""
+    choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
+    print(_run(lambda: commands.lock(choices, _dirs(None, wheelhouse, sources, None), _matrix_path(matrix),
+                                     update=update, ca_cert=Path(ca_cert) if ca_cert else None,
+                                     index_url=pip_index_url)))  # fmt: skip
+
+
+@task(
     name="base-image",
     auto_shortflags=False,
     help={

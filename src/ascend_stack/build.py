@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import render
 from .driver import BuildRequest, Driver
@@ -213,8 +214,26 @@ class Builder:
             self.log(str(missing))
             resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
         check_apex_pair(resolved)
-        plan, files = render.plan(self.t, resolved.commits())
+        lock = self._python_lock(resolved, needed)
+        plan, files = render.plan(self.t, resolved.commits(), lock)
         return plan, files, resolved
+
+    def _python_lock(self, resolved: ResolvedInputs, layers: list[str]) -> Any:
+        """The target's Python lock for the layers this build reaches (resolved now if missing or stale)."""
+        from . import pylock
+
+        net = self.opts.network
+        try:
+            return pylock.ensure(
+                self.t, resolved, layers, allow_network=not net.offline and not self.opts.dry_run,
+                find_links=self.opts.dirs.wheelhouses, index_url=net.pip_index_url, ca_cert=net.ca_cert,
+                root=self.opts.dirs.python_locks, report=self.log,
+            )  # fmt: skip
+        except UserError as err:
+            if not self.opts.dry_run:
+                raise
+            self.log(f"note: {err}")
+            return pylock.PyLock.load(pylock.lock_path(self.t, self.opts.dirs.python_locks))
 
     def _base_image(self) -> str:
         """The OS image ``base`` starts from: its ID when local (so a rebuilt base image counts)."""

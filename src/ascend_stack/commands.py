@@ -134,6 +134,38 @@ def show_matrix(
     return 0
 
 
+def lock(
+    target_choices: dict[str, str | None],
+    dirs: InputDirs,
+    matrix_path: Path = DEFAULT_MATRIX,
+    *,
+    update: bool = False,
+    ca_cert: Path | None = None,
+    index_url: str | None = None,
+) -> str:
+    """``invoke lock``: resolve every Python package of a target into locks/<row>/<target>.txt."""
+    from dataclasses import replace
+
+    from . import pylock
+    from .inputs import resolve_inputs
+
+    target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
+    plan, _ = rendering.plan(target)
+    # The sources' requirements files are lock inputs: resolve the git sources (only them).
+    git_only = replace(plan, layers=[replace(layer, inputs=[i for i in layer.inputs if i.kind == "git"])
+                                     for layer in plan.layers])  # fmt: skip
+    resolved = resolve_inputs(git_only, dirs, download=True, offline=False, ca_cert=ca_cert, progress=False)
+    path = pylock.lock_path(target, dirs.python_locks)
+    previous = pylock.PyLock.load(path)
+    secs = pylock.sections(target, pylock.source_reader(resolved))
+    text = pylock.compile_lock(target, secs, previous=previous, update=update, find_links=dirs.wheelhouses,
+                               index_url=index_url, ca_cert=ca_cert, report=print)  # fmt: skip
+    wrote = pylock.write(path, text)
+    count = pylock.PyLock.load(path).count()  # type: ignore[union-attr]
+    state = "written: commit it" if wrote else "unchanged"
+    return f"{path}: {count} packages in {len(secs)} sections, {state}"
+
+
 def published(matrix_path: Path = DEFAULT_MATRIX) -> str:
     """``invoke published``: regenerate published.yaml from the installed ascend-deployer."""
     import yaml

@@ -53,6 +53,7 @@ class InputDirs:
     source_overrides: Path | None = None
     source_map: Mapping[str, str] = field(default_factory=dict)
     locks: Path = LOCK_DIR
+    python_locks: Path = LOCK_DIR  # locks/<row>/<target>.txt, committed (ascend_stack.pylock)
     hash_cache: Path | None = REPO / "build" / ".sha256-cache.json"
 
     @classmethod

@@ -225,6 +225,9 @@ class Row(_Model):
     megatron: Ref
     transformers: PkgVersion
     pip_pins: list[str] = []
+    # Requirements that replace every other requirement of a package when the row's Python lock is
+    # resolved (`invoke lock`): what the guide installs last wins over what earlier files asked for.
+    lock_overrides: list[str] = []
     # Published sha256 of the row's CANN packages, by file name; `invoke fetch` checks downloads
     # against these and records every input's hash in the row's lock file.
     sha256: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = {}

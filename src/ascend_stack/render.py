@@ -280,7 +280,9 @@ def _pta(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], lis
     labels = _labels(
         {"layer": "pta", "torch": t.torch, "torch-npu": t.torch_npu, **_source_labels(t, ("apex",), commits)}
     )
-    return {"torch_args": " ".join(args), "labels": labels, "apex": bool(t.row.apex)}, inputs
+    index_args = f"--extra-index-url {t.torch_index}" if t.torch_index else ""
+    ctx = {"torch_args": " ".join(args), "index_args": index_args, "labels": labels, "apex": bool(t.row.apex)}
+    return ctx, inputs
 
 
 def stack_json(t: Target, commits: dict[str, str | None]) -> str:
@@ -409,8 +411,35 @@ def constraints(t: Target, layer: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[BuildPlan, dict[str, str]]:
-    """The build plan and the rendered files (relative path -> text), without touching disk."""
+NO_LOCK = "# no Python lock yet: `invoke lock` (or invoke build) writes locks/<row>/<target>.txt\n"
+EMPTY_SECTION = "# locked: no new packages in this layer\n"
+# The lock file each layer mounts, and the lock section it holds.
+LOCK_FILES = {
+    "base": {"requirements.lock": "base"},
+    "pta": {"requirements.lock": "pta", "apex-build.lock": "apex-build"},
+    "mindspeed": {"requirements.lock": "mindspeed"},
+    "runtime": {"requirements.lock": "runtime"},
+}
+
+
+def lock_text(lock: Any, section: str) -> str:
+    """A layer's lock file: its section of the target's Python lock (pylock.PyLock), or why there is none."""
+    if lock is None:
+        return NO_LOCK
+    text = lock.sections.get(section)
+    if text is None:
+        return NO_LOCK
+    return text if "--hash=" in text else EMPTY_SECTION
+
+
+def plan(
+    t: Target, commits: dict[str, str | None] | None = None, lock: Any = None
+) -> tuple[BuildPlan, dict[str, str]]:
+    """The build plan and the rendered files (relative path -> text), without touching disk.
+
+    ``lock`` is the target's Python lock (:class:`ascend_stack.pylock.PyLock`); without one the pip
+    steps refuse to run, saying so (``invoke render`` before ``invoke lock``).
+    """
     commits = commits or {}
     env = template_env()
     out = BuildPlan(target=t.describe(), image=final_tag(t), platform=t.platform)
@@ -428,6 +457,9 @@ def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[Build
             layer_files["mindspeed/stack.json"] = stack_json(t, commits)
         if spec.name == "pta" and ctx.get("apex"):
             layer_files["pta/apex_build.py"] = (IMAGES_DIR / "pta/apex_build.py").read_text()
+        for file, section in LOCK_FILES.get(spec.name, {}).items():
+            if f"source={file}," in text:
+                layer_files[f"{spec.name}/{file}"] = lock_text(lock, section)
         env_capture = None
         if spec.name == "cann":
             layer_files["cann/capture-env.py"] = (IMAGES_DIR / "cann/capture-env.py").read_text()
