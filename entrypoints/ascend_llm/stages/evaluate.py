@@ -61,7 +61,6 @@ class EvaluateStage(Stage):
     (--load, e.g. <hf-dir>/mg2hf from `convert mcore2hf`) on an NPU when torch_npu sees one, else on
     the CPU; exact match after stripping <think>...</think> and normalising whitespace; per-label
     counts; writes a JSON report (--output)."""
-    entry = ENTRY
 
     def options(self) -> list[Option]:
         return [
@@ -152,7 +151,7 @@ class EvaluateStage(Stage):
             problems = preflight.path_exists(
                 req.opts["data"], "--data", "file or directory", f"pass the {req.opts['task']} data directory"
             )
-            return problems + inference_problems(req, self.name, ENTRY)
+            return problems + inference_problems(req, self.name, self.command(req))
         return accuracy_problems(req)
 
     def compose(self, req: StageRequest) -> LaunchScript:
@@ -192,15 +191,16 @@ class EvaluateStage(Stage):
             Arg("--no-chat-template"),
             Arg("--max-new-tokens", (str(o["max_new_tokens"]),)),
         ]
+        command = self.command(req)
         script = base_script(
             req,
             f"{o['task']} on {rdzv.world_size} NPU(s), TP{o['tp']} PP{o['pp']}",
             ["torchrun"],
             distributed=True,
-            entry=ENTRY,
+            entry=command.entry,
         )
         script.launcher_args = [Arg(flag, (value,)) for flag, value in rdzv.torchrun_args()]
-        script.args = merge_extra(args, req.extra)
+        script.args = merge_extra(command.apply(args, o), req.extra)
         return script
 
 
