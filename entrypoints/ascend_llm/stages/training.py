@@ -43,9 +43,10 @@ class TrainingStage(Stage):
             opt(
                 "save_interval",
                 help="save a checkpoint every N iterations",
+                preset_key="save_interval",
                 type=positive_int,
                 metavar="N",
-                default_text="--train-iters (one checkpoint at the end)",
+                default_text="from --model, else --train-iters (one checkpoint at the end)",
             ),
             opt("split", help="train/valid/test split of the data", default="100,0,0", metavar="A,B,C"),
             opt(
