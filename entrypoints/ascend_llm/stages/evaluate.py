@@ -16,13 +16,14 @@ from ascend_llm.stages.base import Stage, StageRequest, base_script, log_dir_def
 from ascend_llm.stages.inference import inference_args, inference_problems
 from ascend_llm.stages.lora_args import lora_options, resolve_lora
 
-ENTRY = "evaluation.py"
 BENCHMARKS: dict[str, int] = {
-    # --max-new-tokens per task, from MindSpeed-LLM 2.1.0's example evaluation scripts
+    # --max-new-tokens per task, from MindSpeed-LLM 2.1.0's example evaluation scripts; gsm8k from its
+    # guide (docs/pytorch/solutions/evaluation/evaluation_datasets/gsm8k_evaluation.md: 512, so the
+    # worked answers are not cut short; the examples' 256 cuts them)
     "mmlu": 2,
     "ceval": 3,
     "cmmlu": 5,
-    "gsm8k": 256,
+    "gsm8k": 512,
     "boolq": 1,
     "bbh": 32,
     "agieval": 1,
