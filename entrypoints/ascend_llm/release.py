@@ -120,10 +120,6 @@ class Release:
     commands: Mapping[str, Command]
     layouts: Mapping[str, Mapping[str, Mapping[str, Any]]]
 
-    @property
-    def has_enable_thinking(self) -> bool:
-        return "enable_thinking" not in self.command("preprocess").unsupported
-
     def command(self, key: str) -> Command:
         """The command ``key`` (one of COMMANDS) on this release."""
         return self.commands[key]
