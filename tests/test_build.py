@@ -151,6 +151,7 @@ def test_entrypoints_wheel_is_built_from_the_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert wheel.name.startswith("ascend_llm-") and "ascend_llm/cli.py" in names
     assert any(n.startswith("ascend_llm/presets/") and n.endswith(".yaml") for n in names)
+    assert "ascend_llm/releases/2.1.0.yaml" in names, "the release tables are package data too"
     assert not (REPO / "entrypoints/build").exists()
 
 

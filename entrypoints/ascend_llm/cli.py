@@ -78,14 +78,18 @@ def build_request(stage: Stage, argv: Sequence[str]) -> StageRequest:
         config, config_extra = load_config(flags["config"], stage.name, options, all_dests, STAGES)
         extra = config_extra + extra
     action = mode_of(stage, flags, config)
+    release = None
+    if stage.uses_mindspeed(action):
+        release = resolve_release(flags.get("release") or config.get("release"), read_stack())
     model = flags.get("model") or config.get("model")
     preset = load_preset(model) if model else None
+    if preset and release:
+        preset = release.preset(preset)
     if stage.needs_model(action) and preset is None:
         raise UsageError(f"{stage.name} needs --model: one of {', '.join(available_presets())} (or a preset YAML file)")
     section = stage.preset_section(action, {**config, **flags})
     preset_values = preset.stage(section).values if preset and section else {}
     opts = resolve(options, flags, config, preset_values)
-    release = resolve_release(opts.get("release"), read_stack()) if stage.uses_mindspeed(action) else None
     rdzv = None
     if stage.uses_torchrun(action):
         rdzv = resolve_rendezvous(flags, config, preset_values, os.environ)

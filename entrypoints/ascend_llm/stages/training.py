@@ -12,6 +12,7 @@ from ascend_llm.stages.base import (
     StageRequest,
     base_script,
     flag_args,
+    load_formats,
     merge_extra,
     model_args,
     tokenizer_args,
@@ -21,7 +22,6 @@ from ascend_llm.stages.base import (
 class TrainingStage(Stage):
     """Base of the three training stages (see pretrain.py, sft.py, lora.py)."""
 
-    entry = "posttrain_gpt.py"
     load_required = True
     bytes_kind = "training"
 
@@ -43,9 +43,10 @@ class TrainingStage(Stage):
             opt(
                 "save_interval",
                 help="save a checkpoint every N iterations",
+                preset_key="save_interval",
                 type=positive_int,
                 metavar="N",
-                default_text="--train-iters (one checkpoint at the end)",
+                default_text="from --model, else --train-iters (one checkpoint at the end)",
             ),
             opt("split", help="train/valid/test split of the data", default="100,0,0", metavar="A,B,C"),
             opt(
@@ -105,7 +106,10 @@ class TrainingStage(Stage):
         problems: list[str] = []
         problems += preflight.tokenizer_dir(o["tokenizer"])
         problems += self.data_problems(req)
-        problems += preflight.checkpoint_layout(o.get("load"), o["tp"], o["pp"], preset)
+        command = self.command(req)
+        problems += preflight.checkpoint_layout(
+            o.get("load"), o["tp"], o["pp"], preset, formats=load_formats(req, command)
+        )
         saves = preflight.saves_count(o["train_iters"], o["save_interval"])
         need = preflight.checkpoint_bytes(preset, self.bytes_kind, saves)
         problems += preflight.writable_dir(o["save"], "--save", need)
@@ -126,7 +130,7 @@ class TrainingStage(Stage):
         problems += preflight.devices(rdzv.nproc_per_node, rdzv.nnodes, req.dry_run)
         problems += preflight.transformers_knows(preset.hf_model_type, self.name)
         if not req.dry_run:
-            problems += preflight.entry_script(self.entry or "")
+            problems += preflight.entry_script(command.entry)
         return problems
 
     def extra_problems(self, req: StageRequest) -> list[str]:
@@ -190,15 +194,16 @@ class TrainingStage(Stage):
             args.append(Arg("--tensorboard-dir", (o["tensorboard_dir"],)))
         args += self.tune_args(req)
         args.append(Arg("--distributed-backend", ("nccl",)))
+        command = self.command(req)
         script = base_script(
             req,
             f"{rdzv.world_size} NPU(s), TP{o['tp']} PP{o['pp']}, saves to {o['save']}",
             ["torchrun"],
             distributed=True,
-            entry=self.entry,
+            entry=command.entry,
         )
         script.launcher_args = [Arg(flag, (value,)) for flag, value in rdzv.torchrun_args()]
-        script.args = merge_extra(args, req.extra)
+        script.args = merge_extra(command.apply(args, o), req.extra)
         script.make_dirs.append(o["save"])
         if rdzv.launcher != "none":
             script.notes.append(
