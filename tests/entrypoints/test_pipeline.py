@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stagekit import QWEN3_14B_CONFIG, make_devices, make_hf_dir
+from stagekit import QWEN3_14B_CONFIG, make_checkpoint, make_devices, make_hf_dir, make_mindspeed_home, parse_command
 from standins import install
 from test_accuracy import QUESTIONS, greedy_by_hand, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
@@ -31,10 +31,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 class Inputs:
     """The seed's /apps/hw layout, under a test directory, with stand-in weights and real small data."""
 
-    def __init__(self, root: Path, tiny: Path) -> None:
+    def __init__(self, root: Path, tiny: Path | None = None) -> None:
         self.root = root
         self.hf = make_hf_dir(root / "weights" / "Qwen3-14B", QWEN3_14B_CONFIG)
-        for name in TOKENIZER_FILES:  # the tiny model's real tokenizer: the accuracy step loads it
+        for name in TOKENIZER_FILES if tiny else ():  # the tiny model's real tokenizer: the accuracy step loads it
             shutil.copyfile(tiny / name, self.hf / name)
         self.hf_export = root / "outputs" / "Qwen3-14B-sft"
         shutil.copytree(self.hf, self.hf_export)
@@ -42,6 +42,9 @@ class Inputs:
         self.train.parent.mkdir(parents=True)
         self.write_train(["cancel order", "refund query", "weather today"])
         self.test = root / "datasets" / "intent_test.jsonl"
+        self.test.write_text(
+            json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n"
+        )
         self.mmlu = root / "datasets" / "mmlu" / "data" / "test"
         self.mmlu.mkdir(parents=True)
         (self.mmlu / "anatomy_test.csv").write_text("q1,a,b,c,d,A\nq2,a,b,c,d,B\nq3,a,b,c,d,A\n")
@@ -206,3 +209,210 @@ def test_full_sft_example_stopped_continued_and_rerun_after_a_data_change(ascend
     assert result.code == 0, result.err
     assert set(statuses(read_report(inputs)).values()) == {"skipped"}
     assert "standin" not in result.out and "nothing to run" in result.err
+
+
+# -- refused before anything runs ---------------------------------------------------------------------
+@pytest.fixture
+def inputs(tmp_path: Path, sysroot: Path, roomy_disk) -> Inputs:
+    """The seed's inputs (stand-in weights) on an 8-NPU machine with MindSpeed-LLM's entry scripts."""
+    make_devices(sysroot, 8)
+    make_mindspeed_home()
+    return Inputs(tmp_path / "apps" / "hw")
+
+
+def mismatched(data: dict) -> None:
+    """The LoRA example with three classic mistakes: convert split for sft (TP8 PP1) while the LoRA
+    step trains TP2 PP2, data preprocessed with another chat template, a merge with another alpha."""
+    step_of(data, "convert")["for"] = "sft"
+    step_of(data, "preprocess")["prompt_type"] = "qwen3"
+    step_of(data, "merge")["lora_alpha"] = 64
+
+
+def test_tp_prompt_type_and_lora_mismatches_are_refused_before_any_step_starts(ascend, inputs, tmp_path) -> None:
+    file = example(tmp_path, "lora", mismatched)
+    result = ascend("pipeline", file, *inputs.args().__iter__())
+    assert result.code == 2, result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("ascend-llm: step ")]
+    tp = [line for line in lines if line.startswith("ascend-llm: step lora: it runs TP2 PP2 but loads")]
+    assert tp and "which step convert writes split TP8 PP1; give step convert `for: lora`" in tp[0]
+    assert any(
+        line.startswith("ascend-llm: step lora: it trains with prompt type qwen but step preprocess")
+        and "prompt type qwen3" in line
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("ascend-llm: step merge: --lora-alpha 64 differs from step lora") and "--lora-alpha 32" in line
+        for line in lines
+    ), lines
+    assert "problem(s) found; no step was started" in result.err.splitlines()[-1]
+    assert "Traceback" not in result.err
+    assert not (inputs.output / "pipeline").exists(), "a refused run writes nothing"
+
+
+def test_each_mismatch_alone_is_refused_and_the_examples_pass_the_check(ascend, inputs, tmp_path) -> None:
+    for example_name in ("sft", "lora"):
+        result = ascend("pipeline", example(tmp_path, example_name), *inputs.args(), "--check")
+        assert result.code == 0, result.err
+        assert "check passed: 7 of 7 step(s) would run" in result.err or "of 8 step(s)" in result.err
+    cases = {
+        "tp": lambda d: step_of(d, "convert").update({"tp": 2, "pp": 2}),
+        "prompt": lambda d: step_of(d, "sft").update({"prompt_type": "qwen3"}),
+    }
+    for name, change in cases.items():
+        result = ascend("pipeline", example(tmp_path, "sft", change), *inputs.args(), "--check")
+        assert result.code == 2, name
+        assert "1 problem(s) found" in result.err, (name, result.err)
+
+
+def test_the_check_defers_what_earlier_steps_write_and_lists_it(ascend, inputs, tmp_path) -> None:
+    result = ascend("pipeline", example(tmp_path, "sft"), *inputs.args(), "--check")
+    assert result.code == 0, result.err
+    deferred = [line for line in result.err.splitlines() if "deferred:" in line]
+    assert any(f"--load {inputs.output / 'mcore-tp8pp1'}: no such directory" in line for line in deferred)
+    assert all("checked when it starts" in line for line in deferred)
+
+
+def test_disk_space_for_every_checkpoint_of_the_run_together(ascend, inputs, tmp_path, monkeypatch) -> None:
+    """220 GB free: the sft checkpoint (193 GB) fits alone, but not with the converted weights and the export."""
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage._replace(free=220 * 1024**3))
+    result = ascend("pipeline", example(tmp_path, "sft"), *inputs.args(), "--check")
+    assert result.code == 2
+    assert "the run writes about 248.1 GB of checkpoints to the volume of" in result.err
+    assert "(convert 27.6 GB, sft 193.0 GB, export 27.6 GB) but only 220.0 GB are free" in result.err
+
+
+def test_a_different_tokenizer_in_one_step_is_refused(ascend, inputs, tmp_path) -> None:
+    other = make_hf_dir(tmp_path / "other-tokenizer", QWEN3_14B_CONFIG)
+    (other / "tokenizer.json").write_text('{"model": "another"}')
+    file = example(tmp_path, "sft", lambda d: step_of(d, "preprocess").update({"tokenizer": str(other)}))
+    result = ascend("pipeline", file, *inputs.args(), "--check")
+    assert result.code == 2
+    assert "the steps use different tokenizers (their tokenizer files differ)" in result.err
+    assert f"preprocess use {other}" in result.err
+
+
+def test_file_mistakes_are_listed_together(ascend, inputs, tmp_path) -> None:
+    def broken(data: dict) -> None:
+        step_of(data, "sft")["train_itres"] = 10
+        step_of(data, "sft")["data"] = "${steps.export.result}"
+        step_of(data, "generate")["load"] = "${steps.nosuch.save}"
+        step_of(data, "mmlu")["tp"] = "${inputs.missing}"
+
+    result = ascend("pipeline", example(tmp_path, "sft", broken), *inputs.args(), "--check")
+    assert result.code == 2
+    err = result.err
+    assert "step sft: unknown option 'train_itres' for sft; did you mean 'train_iters'?" in err
+    assert "step sft: 'data': ${steps.export.result}: step export comes later" in err
+    assert "step generate: 'load': ${steps.nosuch.save}: no step named nosuch" in err
+    assert "step mmlu: 'tp': ${inputs.missing}: no input 'missing'" in err
+    assert "Traceback" not in err
+
+
+def test_a_key_given_twice_is_refused(ascend, inputs, tmp_path) -> None:
+    text = (
+        (EXAMPLES / "qwen3-14b-sft.yaml")
+        .read_text()
+        .replace("    train_iters: 1000\n", "    train_iters: 1000\n    train_iters: 10\n")
+    )
+    file = tmp_path / "twice.yaml"
+    file.write_text(text)
+    result = ascend("pipeline", file, *inputs.args(), "--check")
+    assert result.code == 2 and "'train_iters' is given twice in one mapping" in result.err
+
+
+# -- --dry-run, --help, examples ------------------------------------------------------------------------
+def test_dry_run_prints_the_whole_run_as_one_bash_script(ascend, inputs, tmp_path) -> None:
+    hostile = inputs.root / "datasets" / "a b'$(touch PWNED)\n#.jsonl"
+    shutil.copyfile(inputs.train, hostile)
+    result = ascend("pipeline", example(tmp_path, "sft"), *inputs.args(), "--input", f"train={hostile}", "--dry-run")
+    assert result.code == 0, result.err
+    script = result.out
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert script.count("\n(\n") == 7 and script.count("\nexec ") == 7
+    for entry in ("convert_ckpt.py", "preprocess_data.py", "posttrain_gpt.py", "inference.py", "evaluation.py"):
+        assert entry in script
+    assert "ascend_llm.accuracy" in script
+    check = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr
+    # run the preprocess step's part with a python3 that prints its argv: the hostile path arrives intact
+    part = script[script.index("# ---- step 2/7 preprocess") :]
+    part = part[part.index("\n(\n") + 1 : part.index("\n)\n") + 2]
+    bin_dir = tmp_path / "argv-bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    (bin_dir / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", part], text=True, capture_output=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout)
+    assert argv[0] == "preprocess_data.py" and argv[argv.index("--input") + 1] == str(hostile)
+    assert not list(tmp_path.rglob("PWNED")) and not (inputs.output / "pipeline").exists()
+
+
+def test_help_explains_the_file_and_the_examples_ship_with_it(ascend) -> None:
+    result = ascend("pipeline", "--help")
+    assert result.code == 0
+    for needle in ("inputs:", "output:", "defaults:", "steps:", "${steps.convert.save}", "${steps.STEP.result}",
+                   "--example sft", "--from", "--only", "--dry-run", "resum", "report.md"):  # fmt: skip
+        assert needle in result.out, needle
+    assert "pipeline" in ascend("--help").out
+    for name, file in (("sft", "qwen3-14b-sft.yaml"), ("lora", "qwen3-14b-lora.yaml")):
+        printed = ascend("pipeline", "--example", name).out
+        assert printed == (EXAMPLES / file).read_text(), f"examples/{file} and the packaged copy differ"
+
+
+# -- pieces ---------------------------------------------------------------------------------------------
+def test_the_loss_reader_takes_what_torch_summarywriter_writes(tmp_path: Path) -> None:
+    """Megatron logs with torch.utils.tensorboard; only `lm loss` is drawn, not loss-scale or 'vs samples'."""
+    from ascend_llm.pipeline import curves
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    for step in range(1, 21):
+        writer.add_scalar("lm loss", 3.0 / step, step)
+        writer.add_scalar("lm loss vs samples", 3.0 / step, step * 16)
+        writer.add_scalar("loss-scale", 4096.0, step)
+    writer.close()
+    (series,) = curves.read_losses(str(tmp_path / "tb"))
+    assert series.tag == "lm loss" and sorted(series.points) == list(range(1, 21))
+    assert series.points[4] == pytest.approx(0.75)
+    assert curves.read_losses(str(tmp_path / "tb"), since=4_000_000_000) == []
+    png = tmp_path / "loss.png"
+    curves.draw([series], str(png), "a $title$ with dollars")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_markdown_text_cannot_become_markup() -> None:
+    from ascend_llm.pipeline.report import md_code, md_text
+
+    assert md_text("a|b *c* <script>\n# h") == r"a\|b \*c\* \<script\> \# h"
+    assert md_code("x`y|z") == r"``x`y\|z``"
+    assert md_code("`a`") == "`` `a` ``"
+
+
+def test_sft_resume_loads_its_own_checkpoint_with_optimizer_and_iteration(ascend, world, roomy_disk) -> None:
+    args = [*world.sft_args(), "--dry-run", "--resume"]
+    fresh = ascend(*args)
+    assert fresh.code == 0, fresh.err
+    assert "--finetune" in fresh.out and "--no-load-optim" in fresh.out, "nothing saved yet: a fresh start"
+    make_checkpoint(world.out, 8, 1, iteration=40)
+    resumed = ascend(*args)
+    assert resumed.code == 0, resumed.err
+    flags = parse_command(resumed.out)
+    assert flags["--load"] == [str(world.out)]
+    assert "--finetune" not in flags and "--no-load-optim" not in flags and "--no-load-rng" not in flags
+    assert "--resume: continuing from the last checkpoint" in resumed.err
+
+
+def test_lora_resume_loads_the_base_and_its_adapters(ascend, world, roomy_disk) -> None:
+    base = world.checkpoint(2, 2)
+    save = world.out / "lora"
+    make_checkpoint(save, 2, 2, iteration=7)
+    argv = ["lora", "--model", "qwen3-14b", "--load", base, "--save", save, "--data", world.sft_data,
+            "--tokenizer", world.hf, "--resume", "--dry-run"]  # fmt: skip
+    result = ascend(*argv)
+    assert result.code == 0, result.err
+    flags = parse_command(result.out)
+    assert flags["--load"] == [str(base)] and flags["--lora-load"] == [str(save)]
+    assert "--finetune" not in flags and "--no-load-optim" not in flags

@@ -10,6 +10,7 @@ puts each step in the ``docker run`` line of ``invoke run``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -135,20 +136,20 @@ def run(
     if problems:
         raise PreflightFailed([*problems, f"{len(problems)} problem(s) found; no step was started"])
     if dry_run:
-        sys.stdout.write(execute.dry_run_script(plan, launcher))
+        sys.stdout.write(execute.dry_run_script(plan, launcher, precheck))
         return 0
-    if check:
+    if precheck:
+        from ascend_llm.runner import run_script
+
+        execute.say("checking the run inside the image")
+        code = run_script("exec " + " ".join(shlex.quote(str(t)) for t in precheck), None)
+        if code or check:
+            return code
+    elif check:
         execute.say(f"check passed: {len(plan.running())} of {len(plan.steps)} step(s) would run")
         return 0
     if not plan.running():
         execute.say("every step is finished and unchanged; nothing to run (--from STEP or --only STEP to rerun)")
-    if precheck:
-        from ascend_llm.runner import run_script
-
-        execute.say("checking the run inside the image first")
-        code = run_script("exec " + " ".join(__import__("shlex").quote(str(t)) for t in precheck), None)
-        if code:
-            return code
     started = now()
     with plan.state.locked():
         runner = execute.Executor(plan, planner, launcher or execute.in_image)
@@ -160,7 +161,10 @@ def run(
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(list(argv))
+    try:
+        args = parser().parse_args(list(argv))
+    except SystemExit as exc:  # --help: argparse printed it
+        return int(exc.code or 0)
     if args.example:
         sys.stdout.write((EXAMPLES / EXAMPLE_FILES[args.example]).read_text(encoding="utf-8"))
         return 0

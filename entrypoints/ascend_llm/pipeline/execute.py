@@ -230,7 +230,7 @@ def comment(text: str) -> str:
     return "# " + str(text).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def dry_run_script(plan: Plan, launcher: Launcher | None = None) -> str:
+def dry_run_script(plan: Plan, launcher: Launcher | None = None, precheck: Sequence[str] | None = None) -> str:
     """The whole run as one bash script: each running step in a subshell (its LaunchScript ends in
     ``exec``), skipped steps as comments. With a launcher (the host), each step is its launch line."""
     spec = plan.spec
@@ -241,6 +241,9 @@ def dry_run_script(plan: Plan, launcher: Launcher | None = None) -> str:
         "# (ascend-llm pipeline also records each step and skips finished ones; this script runs all it shows)",
         "set -eo pipefail",
     ]
+    if precheck:
+        out += ["", "# ---- the whole run, checked inside the image first"]
+        out.append(" ".join(shlex.quote(str(t)) for t in precheck))
     total = len(plan.steps)
     for number, step in enumerate(plan.steps, start=1):
         head = f"---- step {number}/{total} {step.name} ({step.label})"

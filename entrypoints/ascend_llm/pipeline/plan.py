@@ -162,6 +162,12 @@ def option_tokens(option: Option, key: str, value: Any) -> list[str]:
     return [t for text in texts for t in ([f"{flag}={text}"] if text.startswith("-") else [flag, text])]
 
 
+def unknown_option(key: str, step: StepSpec, stage: Stage, index: dict[str, Option]) -> str:
+    close = difflib.get_close_matches(key, list(index), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown option '{key}' for {step.label}{hint} (see ascend-llm {stage.name} --help)"
+
+
 def step_argv(step: StepSpec, stage: Stage, options: dict[str, Any]) -> list[str]:
     """The stage's argv for these (resolved) options; unknown names are refused with a suggestion."""
     index = option_index(stage)
@@ -170,9 +176,7 @@ def step_argv(step: StepSpec, stage: Stage, options: dict[str, Any]) -> list[str
     for key, value in options.items():
         option = index.get(key)
         if option is None:
-            close = difflib.get_close_matches(key, list(index), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(f"unknown option '{key}' for {step.label}{hint} (see ascend-llm {stage.name} --help)")
+            problems.append(unknown_option(key, step, stage, index))
             continue
         if value is None:
             continue
@@ -280,7 +284,7 @@ class Planner:
             return self.spec.output
         if parts[0] == "inputs" and len(parts) == 2:
             if parts[1] in self.spec.inputs:
-                return os.path.abspath(os.path.join(os.path.dirname(self.spec.path), self.spec.inputs[parts[1]]))
+                return os.path.normpath(self.spec.inputs[parts[1]])
             raise KeyError(f"${{{ref}}}: no input '{parts[1]}' (inputs: {', '.join(self.spec.inputs) or 'none'})")
         if parts[0] == "steps" and len(parts) == 3:
             name, key = parts[1], parts[2].replace("-", "_")
@@ -312,6 +316,9 @@ class Planner:
         out: dict[str, Any] = {}
         problems: list[str] = []
         for key, value in merged.items():
+            if key not in index:
+                problems.append(unknown_option(key, spec, stage, index))
+                continue
             try:
                 out[key] = substitute(value, self.lookup)
             except KeyError as exc:
@@ -489,7 +496,8 @@ class Planner:
                 continue
             step.problems += self.layout_problems(step) + self.prompt_problems(step) + self.lora_problems(step)
         self.tokenizer_problems()
-        self.disk_problems()
+        if self.preflight_here:  # else the run is checked where it runs (invoke pipeline: in the image)
+            self.disk_problems()
 
     def layout_problems(self, step: Step) -> list[str]:
         o, stage = step.req.opts, step.stage

@@ -145,12 +145,18 @@ def load_spec(
                 problems.append(f"{where}: inputs.{key} must be a path")
             else:
                 inputs[key] = value
-    for key, value in (input_overrides or {}).items():
+    here = path.resolve().parent  # relative paths in the file are relative to the file
+    inputs = {k: os.path.join(here, os.path.expanduser(v)) for k, v in inputs.items()}
+    for key, value in (input_overrides or {}).items():  # ... and on the command line, to the cwd
         if key not in inputs:
             known = ", ".join(inputs) or "none"
             problems.append(f"--input {key}=...: the file has no input '{key}' (inputs: {known})")
-        inputs[key] = value
-    output = output_override or data.get("output")
+        inputs[key] = os.path.abspath(os.path.expanduser(value))
+    output = data.get("output")
+    if output_override:
+        output = os.path.abspath(os.path.expanduser(output_override))
+    elif isinstance(output, str) and output:
+        output = os.path.join(here, os.path.expanduser(output))
     if not isinstance(output, str) or not output:
         problems.append(f"{where}: output must name the output root directory (every step's results go under it)")
         output = ""
@@ -170,7 +176,7 @@ def load_spec(
     steps = _steps(data.get("steps"), where, stage_names, problems)
     if problems:
         raise UsageError(*problems)
-    return PipelineSpec(path, name, inputs, os.path.abspath(os.path.expanduser(output)), defaults, steps)
+    return PipelineSpec(path, name, inputs, os.path.normpath(output), defaults, steps)
 
 
 def _steps(raw: Any, where: str, stage_names: dict[str, Any], problems: list[str]) -> list[StepSpec]:
