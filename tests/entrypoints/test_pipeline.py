@@ -416,3 +416,9 @@ def test_lora_resume_loads_the_base_and_its_adapters(ascend, world, roomy_disk) 
     flags = parse_command(result.out)
     assert flags["--load"] == [str(base)] and flags["--lora-load"] == [str(save)]
     assert "--finetune" not in flags and "--no-load-optim" not in flags
+
+
+def test_docs_show_the_two_examples_as_they_ship() -> None:
+    text = (REPO / "docs" / "pipeline.md").read_text()
+    for file in ("qwen3-14b-sft.yaml", "qwen3-14b-lora.yaml"):
+        assert f"```yaml\n{(EXAMPLES / file).read_text()}```" in text, f"docs/pipeline.md shows another {file}"
