@@ -179,6 +179,24 @@ TORCHRUN = textwrap.dedent('''\
     sys.exit(runs[entry]())
 ''')
 
+DOCKER = textwrap.dedent('''\
+    #!{python}
+    """Stand-in docker CLI: `docker run [options] IMAGE COMMAND...` runs `ascend-llm COMMAND...` here with
+    the -e variables, as the image's ENTRYPOINT ["ascend-llm"] would; each call is logged as JSON."""
+    import json, os, sys
+    argv = sys.argv[1:]
+    valued = {{"--name", "--runtime", "-e", "--device", "-v", "--network", "--shm-size", "--ipc", "--stop-timeout"}}
+    env, i = dict(os.environ), 1
+    while i < len(argv) and argv[i].startswith("-"):
+        if argv[i] == "-e":
+            name, _, value = argv[i + 1].partition("=")
+            env[name] = value
+        i += 2 if argv[i] in valued else 1
+    with open(os.environ["STANDIN_DOCKER_LOG"], "a") as log:
+        log.write(json.dumps(argv) + "\\n")
+    os.execve(sys.executable, [sys.executable, "-m", "ascend_llm", *argv[i + 1 :]], env)
+''')
+
 SITECUSTOMIZE = textwrap.dedent('''\
     """Stand-in for a roomy volume in the stage processes a pipeline test starts: shutil.disk_usage
     reports 100 TB free (the checkpoint-size rules have their own tests; the machine has less)."""
@@ -199,6 +217,9 @@ def install(home: Path, bin_dir: Path, hf_weights: Path) -> dict[str, str]:
     torchrun = bin_dir / "torchrun"
     torchrun.write_text(TORCHRUN.format(python=sys.executable))
     torchrun.chmod(0o755)
+    docker = bin_dir / "docker"
+    docker.write_text(DOCKER.format(python=sys.executable))
+    docker.chmod(0o755)
     python3 = bin_dir / "python3"  # the entry scripts run with `python3`: this interpreter
     python3.symlink_to(sys.executable)
     site = bin_dir.parent / "site"

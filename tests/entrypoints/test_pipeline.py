@@ -422,3 +422,29 @@ def test_docs_show_the_two_examples_as_they_ship() -> None:
     text = (REPO / "docs" / "pipeline.md").read_text()
     for file in ("qwen3-14b-sft.yaml", "qwen3-14b-lora.yaml"):
         assert f"```yaml\n{(EXAMPLES / file).read_text()}```" in text, f"docs/pipeline.md shows another {file}"
+
+
+def test_from_the_host_each_step_runs_in_its_docker_run_line_after_the_check_in_the_image(
+    inputs: Inputs, tmp_path: Path, monkeypatch
+) -> None:
+    """invoke pipeline's engine with the stand-in docker CLI (it runs the image's entrypoint here)."""
+    from ascend_stack.pipeline import PipelineOptions, run_pipeline
+    from ascend_stack.run import RunOptions, docker_run
+
+    env = install(Path(os.environ["MINDSPEED_LLM_HOME"]), tmp_path / "bin", inputs.hf)
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([env["PYTHONPATH_PREFIX"], str(REPO / "entrypoints")]))
+    monkeypatch.setenv("STANDIN_DOCKER_LOG", str(tmp_path / "docker.log"))
+    file = example(tmp_path, "sft")
+    run = RunOptions(image="img:1", command=[], npus="none", mounts=[str(inputs.root), str(tmp_path)])
+    overrides = inputs.args()
+    pairs = [overrides[i + 1] for i in range(0, len(overrides) - 2, 2)]
+    opts = PipelineOptions(str(file), run, only="preprocess", inputs=pairs, output=overrides[-1])
+    assert run_pipeline(opts) == 0
+    calls = [json.loads(line) for line in (tmp_path / "docker.log").read_text().splitlines()]
+    assert [c[c.index("img:1") + 1] for c in calls] == ["pipeline", "preprocess"]
+    assert calls[0][calls[0].index("img:1") + 1 :][:3] == ["pipeline", str(file), "--check"]
+    record = json.loads((inputs.output / "pipeline" / "state" / "preprocess.json").read_text())
+    assert record["launched"] == docker_run(RunOptions(**{**run.__dict__, "command": record["command"]})).argv
+    assert (inputs.output / "data" / "intent_packed_input_ids_document.idx").is_file()
+    assert statuses(read_report(inputs))["preprocess"] == "ran"

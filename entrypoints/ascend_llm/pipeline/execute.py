@@ -182,7 +182,7 @@ class Executor:
         index = self.plan.steps.index(step) + 1
         say(f"step {index}/{len(self.plan.steps)} {step.name} ({step.label}) started: {step.reason}; log {log}")
         if step.resume:
-            say(f"step {step.name}: {step.notes[-1]}")
+            say(f"step {step.name} was stopped before: it continues from its own checkpoint in {save}")
         started = states.now()
         code = run_script("exec " + " ".join(shlex.quote(str(t)) for t in command), log)
         seconds = round(time.time() - began, 1)

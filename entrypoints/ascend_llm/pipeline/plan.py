@@ -469,8 +469,6 @@ class Planner:
             if self.make_request(step, options):
                 step.options = options
                 step.resume = bool(changes.get("resume"))
-                if step.resume:
-                    step.notes.append(f"continues from its own checkpoint in {step.req.opts['save']} (it was stopped)")
 
     # checks ------------------------------------------------------------------------------------------
     def step_preflight(self, step: Step, produced: dict[str, str]) -> None:

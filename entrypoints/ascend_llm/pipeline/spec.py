@@ -38,9 +38,11 @@ class DuplicateKeyLoader(yaml.SafeLoader):
 
 
 def _mapping(loader: DuplicateKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
+    """Refuse a key written twice in one mapping (keys merged in with ``<<:`` may be overridden)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise UsageError(
