@@ -62,6 +62,8 @@ PREPROCESS = textwrap.dedent('''\
     for flag in ("--input", "--output-prefix", "--prompt-type", "--handler-name"):
         p.add_argument(flag)
     args, _ = p.parse_known_args()
+    if os.environ.get("STANDIN_FAIL") == "preprocess":
+        raise SystemExit("standin preprocess_data: failing as asked (STANDIN_FAIL)")
     with open(args.input, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     print(f"standin preprocess_data: {len(records)} records, prompt type {args.prompt_type}", flush=True)

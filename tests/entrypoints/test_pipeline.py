@@ -448,3 +448,47 @@ def test_from_the_host_each_step_runs_in_its_docker_run_line_after_the_check_in_
     assert record["launched"] == docker_run(RunOptions(**{**run.__dict__, "command": record["command"]})).argv
     assert (inputs.output / "data" / "intent_packed_input_ids_document.idx").is_file()
     assert statuses(read_report(inputs))["preprocess"] == "ran"
+
+
+@pytest.fixture
+def standin_run(inputs: Inputs, tmp_path: Path, monkeypatch) -> Inputs:
+    """The inputs plus the stand-ins, on PATH and importable by the step processes."""
+    env = install(Path(os.environ["MINDSPEED_LLM_HOME"]), tmp_path / "bin", inputs.hf)
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([env["PYTHONPATH_PREFIX"], str(REPO / "entrypoints")]))
+    return inputs
+
+
+def test_a_failing_step_stops_the_run_with_its_status_and_a_report(ascend, standin_run, tmp_path, monkeypatch):
+    inputs = standin_run
+    monkeypatch.setenv("STANDIN_FAIL", "preprocess")
+    result = ascend("pipeline", example(tmp_path, "sft"), *inputs.args())
+    assert result.code == 1, result.err
+    assert "step preprocess failed (exit status 1)" in result.err and "no record written" in result.err
+    data = read_report(inputs)
+    assert data["status"] == "failed" and data["exit_code"] == 1
+    assert statuses(data) == {
+        "convert": "ran", "preprocess": "failed", "sft": "not run", "export": "not run", "generate": "not run",
+        "mmlu": "not run", "accuracy": "not run",
+    }  # fmt: skip
+    log = next(s["log"] for s in data["steps"] if s["name"] == "preprocess")
+    assert "failing as asked" in Path(log).read_text()
+    assert "Step preprocess failed with exit status 1; log: `" in (inputs.output / "pipeline" / "report.md").read_text()
+
+
+def test_from_and_only_select_steps_whatever_the_records_say(ascend, standin_run, tmp_path) -> None:
+    inputs = standin_run
+    file = example(tmp_path, "sft")
+    refused = ascend("pipeline", file, *inputs.args(), "--check", "--from", "sft")
+    assert refused.code == 2, "nothing before sft runs, so its checkpoint must exist already"
+    assert f"step sft: --load {inputs.output / 'mcore-tp8pp1'}: no such directory" in refused.err
+    assert ascend("pipeline", file, *inputs.args(), "--only", "convert").code == 0
+    assert ascend("pipeline", file, *inputs.args(), "--only", "convert").code == 0
+    again = read_report(inputs)
+    assert statuses(again)["convert"] == "ran" and statuses(again)["preprocess"] == "not selected"
+    convert = next(s for s in again["steps"] if s["name"] == "convert")
+    assert "--overwrite" in convert["command"], "a convert step may replace the result it wrote itself"
+    planned = ascend("pipeline", file, *inputs.args(), "--dry-run")
+    assert planned.code == 0, planned.err
+    assert "# ---- step 1/7 convert (convert hf2mcore): skipped (finished " in planned.out
+    assert ascend("pipeline", file, *inputs.args(), "--only", "nosuch").code == 2
