@@ -283,6 +283,13 @@ def test_disk_space_for_every_checkpoint_of_the_run_together(ascend, inputs, tmp
 
 
 def test_a_different_tokenizer_in_one_step_is_refused(ascend, inputs, tmp_path) -> None:
+    big = json.dumps({"model": {"vocab": {f"t{i}": i for i in range(150_000)}}})  # > 1 MiB, like Qwen3's
+    (inputs.hf / "tokenizer.json").write_text(big)
+    copy = make_hf_dir(tmp_path / "a-copy", QWEN3_14B_CONFIG)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(inputs.hf / name, copy / name)  # new mtimes, same content: the same tokenizer
+    file = example(tmp_path, "sft", lambda d: step_of(d, "accuracy").update({"tokenizer": str(copy)}))
+    assert ascend("pipeline", file, *inputs.args(), "--check").code == 0
     other = make_hf_dir(tmp_path / "other-tokenizer", QWEN3_14B_CONFIG)
     (other / "tokenizer.json").write_text('{"model": "another"}')
     file = example(tmp_path, "sft", lambda d: step_of(d, "preprocess").update({"tokenizer": str(other)}))
@@ -492,3 +499,10 @@ def test_from_and_only_select_steps_whatever_the_records_say(ascend, standin_run
     assert planned.code == 0, planned.err
     assert "# ---- step 1/7 convert (convert hf2mcore): skipped (finished " in planned.out
     assert ascend("pipeline", file, *inputs.args(), "--only", "nosuch").code == 2
+
+
+def test_two_steps_writing_the_same_place_are_refused(ascend, inputs, tmp_path) -> None:
+    file = example(tmp_path, "lora", lambda d: step_of(d, "merge").update({"save": "${steps.lora.save}"}))
+    result = ascend("pipeline", file, *inputs.args(), "--check")
+    assert result.code == 2
+    assert f"step merge: it writes {inputs.output / 'lora'}, which step lora writes too; give it its own" in result.err

@@ -229,14 +229,15 @@ def tokenizer_dir(stage: Stage, req: StageRequest) -> str | None:
 
 
 def tokenizer_digest(directory: str) -> str | None:
-    """sha256 over the tokenizer files present; None where there are none."""
+    """sha256 over the content of the tokenizer files present (a copy of the directory is the same
+    tokenizer; Qwen3's tokenizer.json is 11 MB, read once per directory); None where there are none."""
     digest = hashlib.sha256()
     found = False
     for name in TOKENIZER_FILES:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             found = True
-            digest.update(name.encode() + b"\0" + states.file_entry(path, name)[2].__str__().encode())
+            digest.update(name.encode() + b"\0" + states.hash_file(path).encode())
     return digest.hexdigest() if found else None
 
 
@@ -327,12 +328,16 @@ class Planner:
             raise AscendLLMError(*problems)
         return out
 
-    def producer(self, path: Any, kinds: tuple[str, ...] = ()) -> tuple[Step, Output] | None:
-        """The earlier step that writes ``path``, and what it writes there."""
+    def producer(
+        self, path: Any, kinds: tuple[str, ...] = (), before: Step | None = None
+    ) -> tuple[Step, Output] | None:
+        """The earlier step (before ``before``, or any planned so far) that writes ``path``, and what."""
         wanted = norm(path)
         if not wanted:
             return None
         for step in self.steps:
+            if step is before:
+                break
             for out in step.outputs:
                 if norm(out.path) == wanted and (not kinds or out.kind in kinds):
                     return step, out
@@ -489,10 +494,15 @@ class Planner:
                 step.notes.append(note)
 
     def cross_checks(self) -> None:
+        writers: dict[str, Step] = {}
         for step in self.steps:
             if step.req is None:
                 continue
             step.problems += self.layout_problems(step) + self.prompt_problems(step) + self.lora_problems(step)
+            for out in step.outputs:
+                first = writers.setdefault(norm(out.path) or "", step)
+                if first is not step:
+                    step.problems.append(f"it writes {out.path}, which step {first.name} writes too; give it its own")
         self.tokenizer_problems()
         if self.preflight_here:  # else the run is checked where it runs (invoke pipeline: in the image)
             self.disk_problems()
@@ -502,7 +512,7 @@ class Planner:
         loads_checkpoint = isinstance(stage, TrainingStage) or (
             stage.name in ("generate", "evaluate") and not EvaluateStage.is_accuracy(step.req)
         )
-        found = self.producer(o.get("load"))
+        found = self.producer(o.get("load"), before=step)
         if not found:
             return []
         source, out = found
@@ -537,7 +547,7 @@ class Planner:
     def prompt_problems(self, step: Step) -> list[str]:
         if not isinstance(step.stage, TrainingStage):
             return []
-        found = self.producer(step.req.opts.get("data"), ("data-instruction", "data-pretrain"))
+        found = self.producer(step.req.opts.get("data"), ("data-instruction", "data-pretrain"), before=step)
         if not found:
             return []
         source, out = found
@@ -563,7 +573,7 @@ class Planner:
 
     def lora_problems(self, step: Step) -> list[str]:
         o = step.req.opts
-        found = self.producer(o.get("lora_load"))
+        found = self.producer(o.get("lora_load"), before=step)
         if not found or not o.get("lora_load"):
             return []
         source, out = found
@@ -584,7 +594,7 @@ class Planner:
                     f"{flag} {given} differs from step {source.name}, which trains the adapters in {out.path} with "
                     f"{flag} {shown}; drop {key} here (it is taken from step {source.name}) or make them equal"
                 )
-        base = self.producer(o.get("load"), ("checkpoint",))
+        base = self.producer(o.get("load"), ("checkpoint",), before=step)
         if step.stage.name == "convert" and base and base[1].layout and out.layout and base[1].layout != out.layout:
             problems.append(
                 f"the base {base[1].path} (step {base[0].name}) is split TP{base[1].layout[0]} PP{base[1].layout[1]} "
@@ -595,11 +605,14 @@ class Planner:
 
     def tokenizer_problems(self) -> None:
         groups: dict[str, list[tuple[Step, str]]] = {}
+        digests: dict[str, str | None] = {}
         for step in self.steps:
             if step.req is None:
                 continue
             directory = tokenizer_dir(step.stage, step.req)
-            digest = tokenizer_digest(directory) if directory and os.path.isdir(directory) else None
+            if directory and directory not in digests:
+                digests[directory] = tokenizer_digest(directory) if os.path.isdir(directory) else None
+            digest = digests.get(directory) if directory else None
             if digest:
                 groups.setdefault(digest, []).append((step, directory))
         if len(groups) > 1:

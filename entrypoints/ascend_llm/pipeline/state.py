@@ -34,7 +34,7 @@ STATE_DIR = "pipeline"
 RECORD_VERSION = 1
 
 
-def _hash_file(path: str) -> str:
+def hash_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 16), b""):
@@ -46,7 +46,7 @@ def file_entry(path: str, name: str) -> list[Any]:
     """[name, size, content hash] for a small file, [name, size, mtime_ns] for a large one."""
     st = os.stat(path)
     if st.st_size <= HASH_LIMIT:
-        return [name, st.st_size, _hash_file(path)]
+        return [name, st.st_size, hash_file(path)]
     return [name, st.st_size, st.st_mtime_ns]
 
 
