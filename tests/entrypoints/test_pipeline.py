@@ -506,3 +506,12 @@ def test_two_steps_writing_the_same_place_are_refused(ascend, inputs, tmp_path) 
     result = ascend("pipeline", file, *inputs.args(), "--check")
     assert result.code == 2
     assert f"step merge: it writes {inputs.output / 'lora'}, which step lora writes too; give it its own" in result.err
+
+
+def test_a_check_step_first_is_planned_like_any_other(ascend, inputs, tmp_path) -> None:
+    def check_first(data: dict) -> None:
+        data["steps"].insert(0, {"name": "host", "stage": "check"})
+
+    result = ascend("pipeline", example(tmp_path, "sft", check_first), *inputs.args(), "--dry-run")
+    assert result.code == 0, result.err
+    assert "# ---- step 1/8 host (check): runs" in result.out and " -m ascend_llm check" in result.out

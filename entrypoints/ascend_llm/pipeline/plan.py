@@ -358,7 +358,7 @@ class Planner:
         try:
             step.argv = step_argv(step.spec, step.stage, options)
             argv = list(step.argv)
-            if self.dry_run:  # before any `--`, which ends the stage's own options
+            if self.dry_run and "dry_run" in option_index(step.stage):  # before any `--`: the stage's options end there
                 at = argv.index("--") if "--" in argv else len(argv)
                 argv.insert(at, "--dry-run")
             req = self.build(step.stage, argv)
@@ -381,7 +381,8 @@ class Planner:
         except AscendLLMError as exc:
             step.problems += exc.lines
             return step
-        options.setdefault("log_dir", str(self.state.logs / spec.name))
+        if "log_dir" in option_index(stage):  # logs of the run in one place, out of every step's outputs
+            options.setdefault("log_dir", str(self.state.logs / spec.name))
         self.inherit_lora(options)
         step.options = options
         if self.make_request(step, options):
