@@ -247,6 +247,46 @@ def run(c, image=None, npus="all", host_type="a2", runtime=None, privileged=Fals
 
 @task(
     auto_shortflags=False,
+    iterable=["mount", "env", "input"],
+    help={
+        "file": "the pipeline YAML file (see docs/pipeline.md; ascend-llm pipeline --example sft)",
+        "image": "the image the steps run in (the tag `invoke build` printed)",
+        "from": "run STEP and every later step, whatever the records say",
+        "only": "run only STEP",
+        "input": "NAME=PATH: replace one of the file's inputs (repeatable)",
+        "output": "replace the file's output root",
+        "dry_run": "print the whole run as one bash script (the docker run line of every step); checks no host",
+        "check": "check the whole run inside the image; run nothing",
+        "npus": "NPUs to pass to every step: all (default), N-M, a list such as 0-3,6",
+        "host_type": "a2 (Atlas A2, NPUs 0-7; default) or a3 (Atlas A3, NPUs 0-15)",
+        "runtime": "ascend: use Ascend Docker Runtime (ASCEND_VISIBLE_DEVICES) instead of --device flags",
+        "mount": "host directory mounted at the same path; every path of the file must be under one (repeatable)",
+        "env": "NAME=VALUE for every step's container (repeatable)",
+        "shm_size": "shared memory size (default 64g)",
+        "ipc_host": "share the host's IPC namespace instead of --shm-size",
+    },
+)
+def pipeline(c, file=None, image=None, from_=None, only=None, input=None, output=None, dry_run=False,
+             check=False, npus="all", host_type="a2", runtime=None, mount=None, env=None, shm_size=None,
+             ipc_host=False):  # fmt: skip
+    """Run a pipeline file from the host, each step in the image: invoke pipeline --image T --mount /apps/hw --file F"""
+    from ascend_stack.pipeline import PipelineOptions, run_pipeline
+    from ascend_stack.run import RunOptions
+
+    if not file:
+        raise Exit("error: --file is required: the pipeline YAML file", code=2)
+    run_opts = RunOptions(
+        image=image or "", command=["pipeline"], npus=str(npus), host_type=host_type, runtime=runtime,
+        mounts=list(mount or ()), env=list(env or ()), shm_size=shm_size, ipc_host=ipc_host,
+    )  # fmt: skip
+    opts = PipelineOptions(file, run_opts, from_, only, list(input or ()), output, dry_run, check)
+    code = _run(lambda: run_pipeline(opts))
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    auto_shortflags=False,
     iterable=["volume", "pvc", "env", "node_selector"],
     help={
         "image": "the image the nodes pull (push it with invoke build --push REGISTRY)",

@@ -16,6 +16,7 @@ from ascend_llm.config import load_config
 from ascend_llm.errors import AscendLLMError, UsageError
 from ascend_llm.launcher import resolve_rendezvous
 from ascend_llm.options import RENDEZVOUS, resolve
+from ascend_llm.pipeline import SUMMARY as PIPELINE_SUMMARY
 from ascend_llm.preflight import transformers_missing_note
 from ascend_llm.presets import available_presets, load_preset
 from ascend_llm.release import read_stack, resolve_release
@@ -38,6 +39,7 @@ def usage() -> str:
         "stages:",
     ]
     lines += [f"  {name:<{width}}{stage.summary}" for name, stage in STAGES.items()]
+    lines += [f"  {'pipeline':<{width}}{PIPELINE_SUMMARY}"]
     lines += [
         "",
         f"models (--model): {', '.join(available_presets())}",
@@ -183,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args[0] in STAGES:
             return run_stage(STAGES[args[0]], args[1:])
+        if args[0] == "pipeline":
+            from ascend_llm import pipeline
+
+            return pipeline.main(args[1:])
         if args[0].startswith("-"):
             raise UsageError(
                 f"unknown option {args[0]}: the first word must be a stage "

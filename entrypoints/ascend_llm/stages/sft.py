@@ -45,8 +45,8 @@ The checkpoint under --load must be split as --tp/--pp (preflight prints the re-
         """Upstream's TUNE_ARGS; the prompt type follows the release table (qwen on 2.1.0, qwen3 on 2.2.0),
         which also renames --variable-seq-lengths where a release did."""
         prompt_type = req.opts.get("prompt_type") or (req.release.qwen3_prompt_type if req.release else "qwen")
-        args = [
-            Arg("--finetune"),
+        args = [] if self.resume_load(req) else [Arg("--finetune")]  # --finetune would reset the iteration
+        args += [
             Arg("--stage", ("sft",)),
             Arg("--is-instruction-dataset"),
             Arg("--prompt-type", (prompt_type,)),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from ascend_llm import preflight
+from ascend_llm import checkpoint, preflight
 from ascend_llm.options import Option, common, opt, positive_int
 from ascend_llm.script import Arg, LaunchScript
 from ascend_llm.stages.base import (
@@ -56,6 +57,12 @@ class TrainingStage(Stage):
                 default_text="<save>/tensorboard",
             ),
             opt(
+                "resume",
+                help="continue from the last checkpoint in --save when there is one (weights, optimizer, RNG and "
+                "iteration: no --finetune/--no-load-optim/--no-load-rng); without one, start from --load",
+                action="store_true",
+            ),
+            opt(
                 "no_exit_signal_handler",
                 help="do not pass --exit-signal-handler (by default SIGTERM makes Megatron save a checkpoint and stop)",
                 action="store_true",
@@ -91,6 +98,17 @@ class TrainingStage(Stage):
             req.opts["tensorboard_dir"] = os.path.join(req.opts["save"], "tensorboard")
         elif str(tb).lower() == "none":
             req.opts["tensorboard_dir"] = None
+        if req.opts.get("resume") and (Path(req.opts["save"]) / checkpoint.TRACKER).is_file():
+            req.state["resume_from"] = req.opts["save"]
+            req.notes.append(f"--resume: continuing from the last checkpoint in {req.opts['save']}")
+
+    def resume_load(self, req: StageRequest) -> str | None:
+        """The checkpoint this run continues from (its own --save), or None for a fresh start."""
+        return req.state.get("resume_from")
+
+    def loaded(self, req: StageRequest) -> str | None:
+        """The checkpoint --load names in the command."""
+        return self.resume_load(req) or req.opts.get("load")
 
     def sequence_parallel(self, req: StageRequest) -> bool:
         flags = req.preset.stage(self.name).flags if req.preset else {}
@@ -108,7 +126,7 @@ class TrainingStage(Stage):
         problems += self.data_problems(req)
         command = self.command(req)
         problems += preflight.checkpoint_layout(
-            o.get("load"), o["tp"], o["pp"], preset, formats=load_formats(req, command)
+            self.loaded(req), o["tp"], o["pp"], preset, formats=load_formats(req, command)
         )
         saves = preflight.saves_count(o["train_iters"], o["save_interval"])
         need = preflight.checkpoint_bytes(preset, self.bytes_kind, saves)
@@ -149,6 +167,21 @@ class TrainingStage(Stage):
             args.append(Arg("--num-layers-per-virtual-pipeline-stage", (str(o["vpp"]),)))
         return args
 
+    def load_args(self, req: StageRequest) -> list[Arg]:
+        """A fresh start loads weights only (upstream's tune scripts); a resume loads everything, as
+        MindSpeed-LLM's checkpoint-resume guide asks (no --no-load-optim/--no-load-rng/--finetune)."""
+        resume, load = self.resume_load(req), req.opts.get("load")
+        if resume:
+            return [Arg("--load", (resume,)), Arg("--exit-on-missing-checkpoint")]
+        if not load:
+            return []
+        return [
+            Arg("--load", (load,)),
+            Arg("--no-load-optim"),
+            Arg("--no-load-rng"),
+            Arg("--exit-on-missing-checkpoint"),
+        ]
+
     def tune_args(self, req: StageRequest) -> list[Arg]:
         """sft/lora: the fine-tuning switches."""
         return []
@@ -174,13 +207,7 @@ class TrainingStage(Stage):
         args += flag_args(preset.stage(self.name).flags)
         args += tokenizer_args(o["tokenizer"])
         args += [Arg("--data-path", (self.data_path(req),)), Arg("--split", (o["split"],))]
-        if o.get("load"):
-            args += [
-                Arg("--load", (o["load"],)),
-                Arg("--no-load-optim"),
-                Arg("--no-load-rng"),
-                Arg("--exit-on-missing-checkpoint"),
-            ]
+        args += self.load_args(req)
         args += [
             Arg("--save", (o["save"],)),
             Arg("--log-interval", ("1",)),
