@@ -224,8 +224,13 @@ def _cann(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], l
         zipped = pub.archive_of(f)
         inputs.append(
             Input(
-                "package", f, url=pk.url.format(version=t.cann, file=f), referer=pk.referer, sha256=t.row.sha256.get(f),
-                archive=zipped.name if zipped else None, archive_url=zipped.url if zipped else None,
+                "package",
+                f,
+                url=pk.url.format(version=t.cann, file=f),
+                referer=pk.referer,
+                sha256=t.row.sha256.get(f),
+                archive=zipped.name if zipped else None,
+                archive_url=zipped.url if zipped else None,
                 archive_sha256=zipped.sha256 if zipped else None,
             )
         )
