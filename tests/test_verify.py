@@ -35,9 +35,11 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def build_from(docker_client: Any, base: str, steps: str) -> str:
-    """A throw-away image ``FROM base`` plus ``steps`` (classic builder: nothing needs BuildKit here)."""
+    """A throw-away image ``FROM base`` plus ``steps`` run as root (classic builder: nothing needs BuildKit
+    here), then back to ``base``'s user."""
     tag = f"ascend-llm-stack-verify-broken:{uuid.uuid4().hex[:12]}"
-    dockerfile = f'FROM {base}\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]\n{steps}\n'
+    user = docker_client.images.get(base).attrs["Config"].get("User") or "root"
+    dockerfile = f'FROM {base}\nUSER root\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]\n{steps}\nUSER {user}\n'
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True)
     return tag
 
@@ -132,6 +134,7 @@ def test_image_and_target_choices_are_exclusive() -> None:
 # --------------------------------------------------------------------------------------------------------
 # broken images: each fault fails its check, with a message naming the problem
 
+LOGS_CHECK = "runtime/the_user_may_write_what_the_stages_write[/opt/MindSpeed-LLM/logs]"
 # (dockerfile step, {check: text its message must contain})
 FAULTS: list[tuple[str, dict[str, str]]] = [
     (  # a wrong pinned version: torch_npu's metadata says 2.12.0
@@ -189,6 +192,18 @@ FAULTS: list[tuple[str, dict[str, str]]] = [
     (  # Megatron's tree only partly copied
         "RUN rm -rf /opt/MindSpeed-LLM/megatron/training",
         {"mindspeed/megatron_tree_is_copied_in": "/opt/MindSpeed-LLM/megatron lacks training/"},
+    ),
+    (  # a stage's directory in the image left to root
+        "RUN chown root:root /opt/MindSpeed-LLM/logs && chmod 0755 /opt/MindSpeed-LLM/logs",
+        {LOGS_CHECK: "HwHiAiUser cannot write /opt/MindSpeed-LLM/logs (the stages' log folder when no --save"},
+    ),
+    (  # an installed file anyone may change
+        "RUN chmod o+w /opt/MindSpeed-LLM/posttrain_gpt.py",
+        {"runtime/nothing_installed_is_writable_by_others": "writable by every user: /opt/MindSpeed-LLM/posttrain_"},
+    ),
+    (  # the HF cache pointed at root's home
+        "ENV HF_HOME=/root/.cache/huggingface",
+        {"runtime/caches_resolve_under_the_users_home": "not under /home/HwHiAiUser: HF cache=/root/.cache/hugging"},
     ),
     (  # the entrypoint replaced
         'ENTRYPOINT ["python"]',

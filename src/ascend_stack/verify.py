@@ -95,6 +95,9 @@ BUILD_ONLY_VARIABLES = (
     "DNF_OPTS",
     "APT_MIRROR",
 )
+# CANN variables the runtime layer sets itself (not set_env.sh): where the non-root user's kernel
+# cache and work files go (render.RuntimeUser.env).
+USER_PATH_VARIABLES = tuple(name for name in render.RuntimeUser().env() if name.startswith("ASCEND_"))
 # Kernel directories under opp/built-in/op_impl/ai_core/tbe/kernel per matrix chip key.
 KERNEL_DIRS = {"910b": "ascend910b", "A3": "ascend910_93"}
 SEARCH_PATHS = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "ASCEND_CUSTOM_OPP_PATH")
@@ -271,7 +274,8 @@ def env_problems(
         if stale:
             problems.append(f"{name} has {', '.join(stale)}, which set_env.sh does not add")
     for name in sorted(image_env):
-        if CANN_VARIABLE.match(name) and name not in added and name not in RUNTIME_ONLY_VARIABLES:
+        own = name in RUNTIME_ONLY_VARIABLES or name in USER_PATH_VARIABLES
+        if CANN_VARIABLE.match(name) and name not in added and not own:
             problems.append(f"{name}={image_env[name]!r} is in the image but set_env.sh does not set it")
     return problems
 

@@ -197,11 +197,23 @@ def lock(pytestconfig: pytest.Config, target: Any) -> Lock:
 
 
 @pytest.fixture(scope="session")
-def host(image: str, pytestconfig: pytest.Config) -> Iterator[Any]:
-    """A testinfra host on a container of the image, started once and always removed."""
+def box(image: str, pytestconfig: pytest.Config) -> Iterator[containers.Container]:
+    """A container of the image, started once and always removed."""
     run_args = [*npu_run_args(pytestconfig.getoption("--devices")), *pytestconfig.getoption("--docker-arg")]
-    with containers.running(image, run_args) as box:
-        yield testinfra.get_host(f"docker://{box.id}")
+    with containers.running(image, run_args) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def host(box: containers.Container) -> Any:
+    """A testinfra host on the container, as root: the checks must see every file, whoever owns it."""
+    return testinfra.get_host(f"docker://root@{box.id}")
+
+
+@pytest.fixture(scope="session")
+def user_host(box: containers.Container) -> Any:
+    """The same container as the image's own user (its USER): what a stage sees."""
+    return testinfra.get_host(f"docker://{box.id}")
 
 
 @pytest.fixture(scope="session")
