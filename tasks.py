@@ -208,11 +208,18 @@ def verify(c, image=None, cann=None, torch=None, arch=None, os=None, chip=None, 
 
 @task(
     auto_shortflags=False,
-    help={"image": "the image (tag or ID)", "out": "output folder (default: build/manifests/)"},
+    help={
+        "image": "the image (tag or ID)",
+        "out": "output folder (default: build/manifests/)",
+        "lock_dir": "folder of the row lock files the image was built with, for the SBOM's hashes (default: locks/)",
+        "matrix": CHOICES["matrix"],
+    },
 )
-def manifest(c, image, out=None):
-    """Write what an image holds (OS packages, pip freeze, CANN, commits, matrix row, labels) as JSON and Markdown."""
-    paths = _run(lambda: commands.manifest(image, Path(out) if out else None))
+def manifest(c, image, out=None, lock_dir=None, matrix=None):
+    """Write what an image holds (OS packages, Python packages, CANN, commits, matrix row, labels) as JSON
+    and Markdown, and as a CycloneDX SBOM (<tag>.cdx.json) with the lock's hashes."""
+    paths = _run(lambda: commands.manifest(image, Path(out) if out else None, Path(lock_dir) if lock_dir else None,
+                                           _matrix_path(matrix)))  # fmt: skip
     for path in paths:
         print(path)
 

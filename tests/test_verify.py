@@ -21,6 +21,7 @@ import pytest
 from chain import Chain
 
 from ascend_stack import render, verify
+from ascend_stack.lock import Lock
 from ascend_stack.matrix import load_matrix
 from ascend_stack.verify import CheckResult, Verdict
 
@@ -303,7 +304,7 @@ def test_a_missing_cann_library_fails_resolution_naming_it(
 def test_manifest_is_computed_from_the_image(chain: Chain, docker_client: Any, tmp_path: Path) -> None:
     out = invoke("manifest", "--image", chain.image, "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    json_path, md_path = (Path(line) for line in out.stdout.split())
+    json_path, md_path, _ = (Path(line) for line in out.stdout.split())
     data = json.loads(json_path.read_text())
     stack = json.loads(docker_client.containers.run(chain.image, [], entrypoint=["cat", verify.STACK_JSON],
                                                     remove=True))  # fmt: skip
@@ -322,6 +323,41 @@ def test_manifest_is_computed_from_the_image(chain: Chain, docker_client: Any, t
     for heading in ("## Matrix row (labels)", "## CANN", "## Sources", "## Python 3.11", "## OS packages", "## Labels"):
         assert heading in text
     assert stack["megatron"]["commit"] in text and "| toolkit | 8.2.RC1 |" in text
+
+
+@pytest.mark.docker
+def test_the_sbom_validates_lists_the_lock_and_is_reproducible(
+    chain: Chain, docker_client: Any, tmp_path: Path
+) -> None:
+    """Two `invoke manifest` runs on the chain's image: valid CycloneDX 1.6, equal but for the timestamp."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    docs = []
+    for run in ("first", "second"):
+        out = invoke("manifest", "--image", chain.image, "--out", str(tmp_path / run),
+                     "--lock-dir", str(chain.opts.dirs.locks))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        text = Path(out.stdout.split()[2]).read_text()
+        assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+        docs.append(json.loads(text))
+    first, second = docs
+    first["metadata"].pop("timestamp"), second["metadata"].pop("timestamp")
+    assert first == second
+    image_id = docker_client.images.get(chain.image).id
+    assert first["metadata"]["component"]["hashes"] == [{"alg": "SHA-256", "content": image_id.split(":")[1]}]
+    components = {c["name"]: c for c in first["components"]}
+    lock = Lock.load("test", chain.opts.dirs.locks)
+    wheels = [f for f in lock.files if f.endswith(".whl")]
+    assert wheels and len(wheels) == 2  # today's lock: torch and torch_npu
+    for wheel in wheels:
+        name, version = wheel.split("-")[:2]
+        c = components[name.replace("_", "-")]
+        assert c["version"] == version and {"alg": "SHA-256", "content": lock.files[wheel]} in c["hashes"]
+    kinds = {c.get("purl", "").split("/")[0] for c in first["components"]}
+    assert {"pkg:pypi", "pkg:deb", "pkg:generic"} <= kinds
+    assert components["cann-toolkit"]["version"] == "8.2.RC1" and components["cann-toolkit"]["hashes"]
+    assert len(components["megatron"]["version"]) == 40
 
 
 def test_manifest_of_a_missing_image_is_one_line(docker_client: Any) -> None:

@@ -232,11 +232,15 @@ def verify(
     return 0 if verdict.ok else 1
 
 
-def manifest(image: str, out: Path | None = None) -> tuple[Path, Path]:
-    """``invoke manifest``: write the image's manifest as JSON and Markdown."""
+def manifest(
+    image: str, out: Path | None = None, lock_dir: Path | None = None, matrix_path: Path = DEFAULT_MATRIX
+) -> tuple[Path, Path, Path]:
+    """``invoke manifest``: write the image's manifest as JSON and Markdown, and its CycloneDX SBOM."""
     from . import manifest as manifests
 
-    return manifests.write(image, out or REPO / "build" / "manifests")
+    if lock_dir is not None and not lock_dir.is_dir():
+        raise UserError(f"--lock-dir {lock_dir}: no such directory")
+    return manifests.write(image, out or REPO / "build" / "manifests", lock_dir, matrix_path)
 
 
 def run_stage(opts: RunOptions, show: bool = False) -> str | None:
