@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -470,6 +471,12 @@ def test_npu_run_args_pass_devices_and_driver(tmp_path: Path) -> None:
     assert verify.npu_run_args("none", dev=tmp_path) == []
     with pytest.raises(verify.UserError, match=r"--devices 7: no /dev/davinci7 on this host \(it has: 0, 1, 10\)"):
         verify.npu_run_args("7", dev=tmp_path)
+    assert "--group-add" not in args
+    for name in ("davinci0", "davinci1", "davinci10"):  # the driver's HwHiAiUser:HwHiAiUser 0660, here gid 1234
+        os.chown(tmp_path / name, 0, 1234)
+        (tmp_path / name).chmod(0o660)
+    args = verify.npu_run_args(dev=tmp_path)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--group-add"] == ["1234"]  # checks run as the user
 
 
 def test_summary_reads_at_a_glance(tmp_path: Path) -> None:

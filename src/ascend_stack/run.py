@@ -93,17 +93,17 @@ class RunOptions:
     user: str | None = None
 
 
-def access_groups(paths: Sequence[str], root: Path = Path("/")) -> list[int]:
-    """The host groups a non-root container user needs for ``paths``: read and write for a device node
-    (under /dev), read (and enter, for a directory) for a driver path. A path "other" may already use,
-    or that only its owner may use, adds none; a missing one is for :func:`check_host` to report."""
+def access_groups(devices: Sequence[str], files: Sequence[str] = (), root: Path = Path("/")) -> list[int]:
+    """The host groups a non-root container user needs: read and write for the device nodes, read (and
+    enter, for a directory) for the driver's files. A path "other" may already use, or that only its
+    owner may use, adds none; a missing one is for :func:`check_host` to report."""
     gids: list[int] = []
-    for path in paths:
+    for path in [*devices, *files]:
         try:
             st = os.stat(root / path.lstrip("/"))
         except OSError:
             continue
-        if path.startswith("/dev/"):
+        if path in devices:
             want = stat.S_IROTH | stat.S_IWOTH
         else:
             want = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
@@ -281,7 +281,7 @@ def docker_run(opts: RunOptions, cwd: Path | None = None, root: Path = Path("/")
             argv += ["-v", f"{path}:{path}:ro"]
         host_paths += devices + list(DRIVER_MOUNTS)
     if ids and (opts.user or "").split(":")[0] not in ROOT_USERS:
-        for gid in access_groups(npu_paths + list(DRIVER_MOUNTS), root):  # Ascend Docker Runtime mounts them too
+        for gid in access_groups(npu_paths, DRIVER_MOUNTS, root):  # Ascend Docker Runtime mounts them too
             argv += ["--group-add", str(gid)]
     argv += ["--network", opts.network]
     argv += ["--ipc", "host"] if opts.ipc_host else ["--shm-size", shm]

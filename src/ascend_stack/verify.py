@@ -31,6 +31,7 @@ from .container import inspect_image
 from .errors import UserError
 from .lock import LOCK_DIR, Lock, lock_path
 from .matrix import Matrix
+from .run import access_groups
 from .target import Target, resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -305,12 +306,15 @@ def npu_run_args(devices: str | None = None, dev: Path = Path("/dev")) -> list[s
     if not found:
         return []
     args: list[str] = []
-    for path in [*found, *(dev / name for name in NPU_CONTROL_DEVICES)]:
-        if path.exists():
-            args += ["--device", str(path)]
-    for path in DRIVER_MOUNTS:
-        if Path(path).exists():
-            args += ["--volume", f"{path}:{path}:ro"]
+    nodes = [str(p) for p in [*found, *(dev / name for name in NPU_CONTROL_DEVICES)] if p.exists()]
+    for node in nodes:
+        args += ["--device", node]
+    mounts = [path for path in DRIVER_MOUNTS if Path(path).exists()]
+    for path in mounts:
+        args += ["--volume", f"{path}:{path}:ro"]
+    # The checks run as the image's non-root user, as a stage does: the groups `invoke run` would add.
+    for gid in access_groups(nodes, mounts):
+        args += ["--group-add", str(gid)]
     return [*args, "--shm-size", "1g"]
 
 

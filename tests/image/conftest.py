@@ -246,8 +246,10 @@ def cann_standin(host: Any) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def npu_host(host: Any, cann_standin: str | None) -> Any:
-    """The host, for tier-2 checks: skipped, with the reason, unless NPUs and the driver are in the container."""
+def npu_host(user_host: Any, cann_standin: str | None) -> Any:
+    """The image's own user, for tier-2 checks (the NPUs must work without root): skipped, with the
+    reason, unless NPUs and the driver are in the container."""
+    host = user_host
     devices = host.run("ls /dev | grep -E '^davinci[0-9]+$'").stdout.split()
     if not devices:
         pytest.skip("no Ascend NPU here (no /dev/davinci* in the container): run tier 2 on an Ascend host")
