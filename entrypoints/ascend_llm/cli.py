@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from ascend_llm import __version__
+from ascend_llm import __version__, chip
 from ascend_llm.config import load_config
 from ascend_llm.errors import AscendLLMError, UsageError
 from ascend_llm.launcher import resolve_rendezvous
@@ -126,7 +126,8 @@ def run_stage(stage: Stage, argv: Sequence[str]) -> int:
         problems: list[str] = []
         req.notes.append("preflight skipped (--no-preflight): paths, data and checkpoint were not checked")
     else:
-        problems = stage.preflight(req)
+        # The chip guard first: on another chip's host nothing else matters (and nothing blocks without NPUs).
+        problems = chip.guard(read_stack()) + stage.preflight(req)
     note = transformers_missing_note() if req.preset else None
     if note:
         req.notes.append(note)

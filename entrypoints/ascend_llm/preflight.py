@@ -58,6 +58,27 @@ def tokenizer_dir(path: str | None, option: str = "--tokenizer") -> list[str]:
     return []
 
 
+def not_writable(option: str, path: str, probe: Path) -> str:
+    """Why this process cannot write ``probe``, and the fix, in one line: the image runs as a non-root
+    user (HwHiAiUser, uid/gid 1000 by default), so a volume the host's root owns refuses it."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        st, read_only = os.stat(probe), bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        st, read_only = None, False
+    if read_only:
+        return (
+            f"{option} {path}: {probe} is on a read-only mount; mount a writable volume there "
+            f"(docker run -v HOST_DIR:{path}, without :ro) or choose another directory"
+        )
+    owner = f"; it is owned by {st.st_uid}:{st.st_gid}, mode {st.st_mode & 0o7777:04o}" if st else ""
+    return (
+        f"{option} {path}: {probe} is not writable by this container's user (uid {uid}, gid {gid}{owner}): "
+        f"mount a directory that user may write (docker run -v HOST_DIR:{path}; on the host: "
+        f"sudo chown -R {uid}:{gid} HOST_DIR) or run the container with --user root"
+    )
+
+
 def writable_dir(path: str | None, option: str, need_bytes: int = 0) -> list[str]:
     """The directory (or its nearest existing parent) is writable and has room for the output."""
     if not path:
@@ -71,10 +92,7 @@ def writable_dir(path: str | None, option: str, need_bytes: int = 0) -> list[str
             break
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
-        return [
-            f"{option} {path}: {probe} is not writable; mount a writable volume there "
-            f"(docker run -v HOST_DIR:{path}) or choose another directory"
-        ]
+        return [not_writable(option, path, probe)]
     if need_bytes:
         free = shutil.disk_usage(probe).free
         if free < need_bytes:

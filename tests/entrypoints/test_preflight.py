@@ -84,6 +84,20 @@ def test_save_dir_must_be_writable(ascend, sft_args, world) -> None:
     assert ascend(*sft_args(**{"--save": world.root / "new" / "deeper"})).code == 0
 
 
+def test_a_volume_the_user_cannot_write_names_the_uid_and_gid(ascend, sft_args, world, monkeypatch) -> None:
+    """The image runs as HwHiAiUser: a root-owned volume must say which uid/gid to give it to.
+    (The tests run as root, who may write anywhere, so os.access plays the non-root user here; the
+    integration tests do it for real in the image.)"""
+    out = world.out / "owned-by-root"
+    out.mkdir(parents=True)
+    real = os.access
+    monkeypatch.setattr("ascend_llm.preflight.os.access", lambda p, mode: False if Path(p) == out else real(p, mode))
+    line = only_line(ascend(*sft_args(**{"--save": out / "sft"})), "--save", "not writable")
+    uid, gid = os.getuid(), os.getgid()
+    assert f"{out} is not writable by this container's user (uid {uid}, gid {gid}; it is owned by " in line
+    assert f"sudo chown -R {uid}:{gid} HOST_DIR" in line and "--user root" in line
+
+
 def test_save_dir_needs_room_for_the_checkpoint(ascend, world, tmp_path: Path) -> None:
     """No fake disk here: a preset whose checkpoint cannot fit, and one that surely does."""
     text = Path(load_preset("qwen3-14b").path).read_text()

@@ -37,8 +37,9 @@ def test_sft_help(host: Any) -> None:
     assert out.rc == 0, f"ascend-llm sft --help exited {out.rc}: {_last(out)}"
 
 
-def test_sft_dry_run_prints_the_launch_script(host: Any) -> None:
-    out = host.run(SFT_DRY_RUN)
+def test_sft_dry_run_prints_the_launch_script(user_host: Any) -> None:
+    """As the image's own user, as a stage runs."""
+    out = user_host.run(SFT_DRY_RUN)
     assert out.rc == 0, f"`{SFT_DRY_RUN}` exited {out.rc}: {_last(out)}"
     missing = [w for w in ("torchrun", "posttrain_gpt.py", "--stage sft") if w not in out.stdout]
     assert not missing, f"the sft dry run's script lacks {', '.join(missing)}"
