@@ -61,14 +61,35 @@ def published(c, matrix=None):
     print(_run(lambda: commands.published(_matrix_path(matrix))))
 
 
+USER = {
+    "uid": "uid of the image's non-root user HwHiAiUser (default 1000, as the NPU driver installs it on hosts)",
+    "gid": "gid of HwHiAiUser (default 1000): the group of the host's /dev/davinci* nodes",
+}
+
+
+def _user(uid, gid):
+    """The runtime image's user from --uid/--gid (whole numbers; refused in one line otherwise)."""
+    from ascend_stack.render import RuntimeUser
+
+    ids = {}
+    for name, value in (("uid", uid), ("gid", gid)):
+        if value is not None:
+            if not str(value).isdigit():
+                raise UserError(f"--{name} {value}: a whole number such as 1000")
+            ids[name] = int(value)
+    return RuntimeUser(**ids)
+
+
 @task(
     auto_shortflags=False,
-    help={**CHOICES, "out": "output folder (default: build/<row>/<os>-<chip>-torch<ver>-<arch>/)"},
+    help={**CHOICES, **USER, "out": "output folder (default: build/<row>/<os>-<chip>-torch<ver>-<arch>/)"},
 )
-def render(c, cann=None, torch=None, arch=None, os=None, chip=None, out=None, matrix=None):
+def render(c, cann=None, torch=None, arch=None, os=None, chip=None, out=None, matrix=None, uid=None, gid=None):
     """Write every layer's Dockerfile and the build plan for one target. No Docker needed."""
     out_dir, plan = _run(
-        lambda: commands.render(cann, torch, arch, os, chip, Path(out) if out else None, _matrix_path(matrix))
+        lambda: commands.render(
+            cann, torch, arch, os, chip, Path(out) if out else None, _matrix_path(matrix), _user(uid, gid)
+        )
     )
     print(f"rendered {len(plan.layers)} layers for {plan.image} into {out_dir}")
     for layer in plan.layers:
@@ -100,6 +121,7 @@ def _dirs(packages=None, wheelhouse=None, sources=None, lock_dir=None) -> InputD
     help={
         **CHOICES,
         **INPUTS,
+        **USER,
         "layers": "comma-separated layers to build (base,cann,pta,mindspeed,runtime); the others must exist",
         "until": "build the chain up to this layer",
         "offline": "check that every input is local before Docker starts; pip uses only the wheelhouse",
@@ -116,8 +138,9 @@ def _dirs(packages=None, wheelhouse=None, sources=None, lock_dir=None) -> InputD
 def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, layers=None, until=None,
           packages=None, wheelhouse=None, sources=None, lock_dir=None, offline=False, ca_cert=None,
           pip_index_url=None, apt_mirror=None, http_proxy=None, no_cache=False, dry_run=False, push=None,
-          network="host", verbose=False):  # fmt: skip
-    """Build the image chain of one matrix target through BuildKit; unchanged layers are reused."""
+          network="host", verbose=False, uid=None, gid=None):  # fmt: skip
+    """Build the image chain of one matrix target through BuildKit; unchanged layers are reused.
+    Each layer's size is reported against budgets.yaml; one past 120 % of its budget fails the build."""
     opts = BuildOptions(
         dirs=_dirs(packages, wheelhouse, sources, lock_dir),
         network=NetworkOptions(
@@ -129,7 +152,12 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
         docker_network=None if network == "default" else network,
     )  # fmt: skip
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
-    _run(lambda: commands.build(choices, opts, _matrix_path(matrix), verbose=verbose))
+
+    def go():
+        opts.user = _user(uid, gid)
+        return commands.build(choices, opts, _matrix_path(matrix), verbose=verbose)
+
+    _run(go)
 
 
 @task(
@@ -209,11 +237,18 @@ def verify(c, image=None, cann=None, torch=None, arch=None, os=None, chip=None, 
 
 @task(
     auto_shortflags=False,
-    help={"image": "the image (tag or ID)", "out": "output folder (default: build/manifests/)"},
+    help={
+        "image": "the image (tag or ID)",
+        "out": "output folder (default: build/manifests/)",
+        "lock_dir": "folder of the row lock files the image was built with, for the SBOM's hashes (default: locks/)",
+        "matrix": CHOICES["matrix"],
+    },
 )
-def manifest(c, image, out=None):
-    """Write what an image holds (OS packages, pip freeze, CANN, commits, matrix row, labels) as JSON and Markdown."""
-    paths = _run(lambda: commands.manifest(image, Path(out) if out else None))
+def manifest(c, image, out=None, lock_dir=None, matrix=None):
+    """Write what an image holds (OS packages, Python packages, CANN, commits, matrix row, labels) as JSON
+    and Markdown, and as a CycloneDX SBOM (<tag>.cdx.json) with the lock's hashes."""
+    paths = _run(lambda: commands.manifest(image, Path(out) if out else None, Path(lock_dir) if lock_dir else None,
+                                           _matrix_path(matrix)))  # fmt: skip
     for path in paths:
         print(path)
 
@@ -246,24 +281,65 @@ def _after_dashes(c) -> list[str]:
         "interactive": "attach a terminal (-it), e.g. for `-- bash`",
         "keep": "keep the container after it exits (no --rm)",
         "print": "print the docker run line instead of running it; checks nothing on this host",
+        "user": "run as this user instead of the image's HwHiAiUser, e.g. root (then no --group-add is needed)",
     },
 )
 def run(c, image=None, npus="all", host_type="a2", runtime=None, privileged=False, mount=None, env=None, name=None,
         network="host", shm_size=None, ipc_host=False, detach=False, interactive=False, keep=False,
-        print=False):  # fmt: skip
+        print=False, user=None):  # fmt: skip
     """Run a stage in a container on this Atlas host: invoke run --image TAG [--npus 0-7] -- pretrain ..."""
     from ascend_stack.run import RunOptions
 
     opts = RunOptions(
         image=image or "", command=_after_dashes(c), npus=str(npus), host_type=host_type, runtime=runtime,
         privileged=privileged, mounts=list(mount or ()), env=list(env or ()), name=name, network=network,
-        shm_size=shm_size, ipc_host=ipc_host, detach=detach, interactive=interactive, keep=keep,
+        shm_size=shm_size, ipc_host=ipc_host, detach=detach, interactive=interactive, keep=keep, user=user,
     )  # fmt: skip
     text = _run(lambda: commands.run_stage(opts, show=print))
     if text:
         import sys
 
         sys.stdout.write(text)
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["mount", "env", "input"],
+    help={
+        "file": "the pipeline YAML file (see docs/pipeline.md; ascend-llm pipeline --example sft)",
+        "image": "the image the steps run in (the tag `invoke build` printed)",
+        "from": "run STEP and every later step, whatever the records say",
+        "only": "run only STEP",
+        "input": "NAME=PATH: replace one of the file's inputs (repeatable)",
+        "output": "replace the file's output root",
+        "dry_run": "print the whole run as one bash script (the docker run line of every step); checks no host",
+        "check": "check the whole run inside the image; run nothing",
+        "npus": "NPUs to pass to every step: all (default), N-M, a list such as 0-3,6",
+        "host_type": "a2 (Atlas A2, NPUs 0-7; default) or a3 (Atlas A3, NPUs 0-15)",
+        "runtime": "ascend: use Ascend Docker Runtime (ASCEND_VISIBLE_DEVICES) instead of --device flags",
+        "mount": "host directory mounted at the same path; every path of the file must be under one (repeatable)",
+        "env": "NAME=VALUE for every step's container (repeatable)",
+        "shm_size": "shared memory size (default 64g)",
+        "ipc_host": "share the host's IPC namespace instead of --shm-size",
+    },
+)
+def pipeline(c, file=None, image=None, from_=None, only=None, input=None, output=None, dry_run=False,
+             check=False, npus="all", host_type="a2", runtime=None, mount=None, env=None, shm_size=None,
+             ipc_host=False):  # fmt: skip
+    """Run a pipeline file from the host, each step in the image: invoke pipeline --image T --mount /apps/hw --file F"""
+    from ascend_stack.pipeline import PipelineOptions, run_pipeline
+    from ascend_stack.run import RunOptions
+
+    if not file:
+        raise Exit("error: --file is required: the pipeline YAML file", code=2)
+    run_opts = RunOptions(
+        image=image or "", command=["pipeline"], npus=str(npus), host_type=host_type, runtime=runtime,
+        mounts=list(mount or ()), env=list(env or ()), shm_size=shm_size, ipc_host=ipc_host,
+    )  # fmt: skip
+    opts = PipelineOptions(file, run_opts, from_, only, list(input or ()), output, dry_run, check)
+    code = _run(lambda: run_pipeline(opts))
+    if code:
+        raise Exit(code=code)
 
 
 @task(

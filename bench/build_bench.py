@@ -14,7 +14,7 @@ prints one Markdown table to stdout (progress and BuildKit logs go to stderr):
 3. rebuild after a MindSpeed-LLM ref change (a new commit on the stand-in, as
    tests/test_build_integration.py does) and what rebuilt;
 4. final image size (``docker image inspect`` Size);
-5. wasted bytes (bench/wasted.py, from ``docker save``) and their share of the image.
+5. wasted bytes (ascend_stack/wasted.py, from ``docker save``) and their share of the image.
 
 Inputs: the CANN installers and the git repositories are the stand-ins of tests/fakes (test fixtures,
 not Huawei's or upstream code); torch comes from the local wheelhouse /opt/wheels, torch_npu and every
@@ -51,7 +51,6 @@ from typing import Any
 
 import jinja2
 import yaml
-from wasted import WasteReport, layer_commands, wasted_bytes
 
 from ascend_stack import render
 from ascend_stack.baseimage import build_base_image
@@ -69,6 +68,7 @@ from ascend_stack.inputs import InputDirs, ResolvedInputs, link_or_copy
 from ascend_stack.matrix import parse_matrix
 from ascend_stack.sources import export
 from ascend_stack.target import Target, resolve
+from ascend_stack.wasted import WasteReport, layer_commands, wasted_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent

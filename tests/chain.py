@@ -19,7 +19,7 @@ from fakes.cann import make_cann_packages
 from fakes.sources import make_source_repos
 from netproxy import auth_proxy
 
-from ascend_stack import render
+from ascend_stack import budgets, render
 from ascend_stack.baseimage import build_base_image
 from ascend_stack.build import Builder, BuildOptions, LayerResult, NetworkOptions
 from ascend_stack.driver import Driver, find_buildkit_client
@@ -82,6 +82,9 @@ def chain(docker_client: Any, tmp_path_factory: pytest.TempPathFactory, megatron
             dirs=dirs,
             network=NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None, http_proxy=proxy_url),
             out_dir=root / "build",
+            # Every layer is measured against budgets.yaml; tests/test_build_integration.py holds them to it.
+            budgets=budgets.load(REPO / budgets.FILE),
+            enforce_budgets=False,
         )
         driver = Driver(find_buildkit_client(), docker_client)
         results = Builder(target, opts, driver).run()

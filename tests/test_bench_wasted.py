@@ -1,32 +1,16 @@
-"""bench/wasted.py: the wasted-bytes walker, on tiny hand-made ``docker save`` archives."""
+"""ascend_stack/wasted.py: the wasted-bytes walker, on tiny hand-made ``docker save`` archives."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_walker() -> ModuleType:
-    # bench/ is a folder of scripts, not an installed package: load the module from its file.
-    spec = importlib.util.spec_from_file_location("bench_wasted", REPO / "bench" / "wasted.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-wasted = _load_walker()
+from ascend_stack import wasted
 
 # One layer: (name, size) for a file, (name, None) for a directory, (name, "->target") for a hard link.
 Layer = list[tuple[str, object]]
@@ -172,3 +156,16 @@ def test_layer_commands_skip_the_empty_history_entries(tmp_path: Path) -> None:
     assert wasted.layer_commands(archive) == ["ADD rootfs", "RUN rm -rf /tmp/cann"]
     archive = _save_archive(tmp_path / "other.tar", [[("a", 1)]], history)  # does not line up: unknown
     assert wasted.layer_commands(archive) == [""]
+
+
+def test_largest_added_lists_what_the_upper_layers_left_visible(tmp_path: Path) -> None:
+    report = walk(
+        tmp_path,
+        [("usr/lib/base.so", 90)],  # the parent's: never counted
+        [("opt/a.bin", 40), ("opt/b.bin", 70), ("opt/gone.bin", 500), ("usr/lib/base.so", 10)],
+        [("opt/.wh.gone.bin", 0), ("opt/c.bin", 5)],
+    )
+    assert report.largest_added(1, n=5) == [("opt/b.bin", 70), ("opt/a.bin", 40), ("usr/lib/base.so", 10),
+                                            ("opt/c.bin", 5)]  # fmt: skip
+    assert report.largest_added(1, n=2) == [("opt/b.bin", 70), ("opt/a.bin", 40)]
+    assert report.largest_added(2) == [("opt/c.bin", 5)]

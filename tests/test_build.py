@@ -93,6 +93,28 @@ def test_content_hash_changes_with_each_thing_it_covers() -> None:
     assert content_tag(pta, base) == f"ascend-llm-stack/pta:content-{base[:16]}"
 
 
+def test_the_users_ids_are_part_of_the_runtime_layers_content_only() -> None:
+    """--uid/--gid change the runtime layer's Dockerfile, hence its content hash, and no other layer's."""
+    t = resolve(load_matrix(REPO / "matrix.yaml"), "8.1.RC1", arch="aarch64")
+    default_plan, default = render.plan(t)
+    _, other = render.plan(t, user=render.RuntimeUser(1234, 2345))
+    changed = sorted(k for k in default if default[k] != other[k] and k != "plan.json")
+    assert changed == ["runtime/Dockerfile"]
+    assert "useradd --uid 1234 --gid 2345" in other["runtime/Dockerfile"]
+    runtime = default_plan.layer("runtime")
+    args = ([], "sha256:parent", "linux/arm64")
+    assert content_hash(runtime, default, *args) != content_hash(runtime, other, *args)
+    assert runtime.labels["io.ascend-llm-stack.uid"] == "1000" and default_plan.layer("base").labels.get(
+        "io.ascend-llm-stack.uid") is None  # fmt: skip
+
+
+@pytest.mark.parametrize("uid", ["0", "-1", "x", "4294967296"])
+def test_a_bad_uid_is_one_line(uid: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "invoke", "render", "--cann", "8.1.RC1", "--uid", uid],
+                         cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2 and out.stderr.startswith(f"error: --uid {uid}: a ") and out.stderr.count("\n") == 1
+
+
 def test_build_request_argv_passes_secrets_and_never_proxy_args(tmp_path: Path) -> None:
     req = BuildRequest(context=tmp_path, tags=["a:b"], platform="linux/arm64", build_args={"PARENT_IMAGE": "p:1"},
                        secrets={"build-env": tmp_path / "env"}, labels={"k": "v"})  # fmt: skip
@@ -151,6 +173,7 @@ def test_entrypoints_wheel_is_built_from_the_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert wheel.name.startswith("ascend_llm-") and "ascend_llm/cli.py" in names
     assert any(n.startswith("ascend_llm/presets/") and n.endswith(".yaml") for n in names)
+    assert "ascend_llm/releases/2.1.0.yaml" in names, "the release tables are package data too"
     assert not (REPO / "entrypoints/build").exists()
 
 

@@ -132,3 +132,108 @@ def test_megatron_core_imports(real_chain: RealChain, docker_client: Any) -> Non
     out = sh(docker_client, real_chain.image, f"cd /opt/MindSpeed-LLM && TORCH_DEVICE_BACKEND_AUTOLOAD=0 "
                                               f"python -c {shlex.quote(code)} 2>/dev/null")  # fmt: skip
     assert out.strip() == "/opt/MindSpeed-LLM/megatron/core/__init__.py"
+
+
+# --------------------------------------------------------------------------------------------------------
+# in the CPU smoke image (tests/smoke.py): the real entry scripts and MindSpeed-LLM's real preprocessing
+
+ENTRY_SCRIPTS = ("preprocess_data.py", "convert_ckpt.py", "pretrain_gpt.py", "posttrain_gpt.py", "inference.py",
+                 "evaluation.py")  # fmt: skip
+FORMATS = {
+    "alpaca": [{"instruction": f"say {i}", "input": "", "output": f"{i} said"} for i in range(40)],
+    "sharegpt": [
+        {"conversations": [{"from": "human", "value": f"hi {i}"}, {"from": "gpt", "value": f"hello {i}"}]}
+        for i in range(40)
+    ],
+    "openai": [
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(40)
+    ],
+    "pretrain": [{"text": f"document {i}: the quick brown fox jumps over the lazy dog {i} times."} for i in range(40)],
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(real_chain: RealChain, docker_client: Any) -> Iterator[str]:
+    from smoke import build_smoke_image, remove_smoke_image
+
+    tag = build_smoke_image(docker_client, real_chain.image)
+    yield tag
+    remove_smoke_image(docker_client, tag)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small data set per format and a tokenizer trained here (no hub): what a team brings."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("real-data")
+    texts = []
+    for fmt, records in FORMATS.items():
+        (root / f"{fmt}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        texts += [json.dumps(r) for r in records]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=specials))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", bos_token=None)  # fmt: skip
+    fast.save_pretrained(root / "tokenizer")
+    (root / "out").mkdir()
+    root.chmod(0o777)
+    (root / "out").chmod(0o777)
+    return root
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+def test_entry_script_help(script: str, smoke: str, docker_client: Any) -> None:
+    """`--help` of each real entry script, run as a stage runs it (torch_npu imports; no device)."""
+    from smoke import run_python_as_stage
+
+    code = f"import runpy, sys; sys.argv = [{script!r}, '--help']; runpy.run_path({script!r}, run_name='__main__')"
+    got = run_python_as_stage(docker_client, smoke, code)
+    print(f"{script}: exit {got.exit_code} in {got.seconds:.0f} s; last line: {got.output.strip().splitlines()[-1:]}")
+    assert got.exit_code == 0, got.output[-3000:]
+    assert "usage:" in got.output
+
+
+@pytest.mark.parametrize("module", ["torch_npu", "mindspeed_llm", "peft", "apex", "datasets"])
+def test_modules_that_need_the_npu_stack_import_in_the_smoke_image(module: str, smoke: str, docker_client: Any) -> None:
+    """What tier 1 cannot import without CANN's libraries (peft loads torch_npu through accelerate)."""
+    from smoke import run_python_as_stage
+
+    got = run_python_as_stage(docker_client, smoke, f"import {module}; print('imported', {module!r})")
+    assert got.exit_code == 0 and f"imported {module}" in got.output, got.output[-2000:]
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_ascend_llm_preprocess_runs_mindspeed_llms_real_preprocess_data(
+    fmt: str, smoke: str, docker_client: Any, data_dir: Path
+) -> None:
+    from ascend_llm import datafiles
+    from smoke import run_stage
+
+    prefix = data_dir / "out" / fmt
+    got = run_stage(
+        docker_client, smoke, "preprocess", "--format", fmt, "--input", str(data_dir / f"{fmt}.jsonl"),
+        "--output-prefix", str(prefix), "--tokenizer", str(data_dir / "tokenizer"),
+        volumes={str(data_dir): {"bind": str(data_dir), "mode": "rw"}},
+    )  # fmt: skip
+    print(f"preprocess --format {fmt}: exit {got.exit_code} in {got.seconds:.0f} s")
+    assert got.exit_code == 0, got.output[-3000:]
+    if fmt == "pretrain":
+        problems = datafiles.check_pretrain_data(f"{prefix}{datafiles.PRETRAIN_SUFFIX}")
+    else:
+        problems = datafiles.check_packed_data(str(prefix), "sft")
+    assert problems == [], problems  # the stage runner's own checks read what upstream wrote
+    index, error = datafiles.read_index(
+        f"{prefix}{datafiles.PRETRAIN_SUFFIX}" if fmt == "pretrain" else f"{prefix}_packed_input_ids_document"
+    )
+    assert error is None and index is not None and index.documents >= 1

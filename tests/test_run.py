@@ -3,6 +3,7 @@ the checks a real run makes on the host, and one real run of the integration ima
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def test_a_real_run_on_this_machine_is_refused_before_docker_starts() -> None:
 
 @pytest.mark.docker
 def test_a_real_run_of_the_image_with_a_mounted_directory(chain: Any, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)  # the image runs as HwHiAiUser: data must be readable by others (pytest makes it 0700)
     (tmp_path / "data.txt").write_text("tokens\n")
     script = f"import pathlib; print(pathlib.Path('{tmp_path}/data.txt').read_text().strip())"
     out = invoke(
@@ -211,3 +213,42 @@ def test_a_real_run_of_the_image_with_a_mounted_directory(chain: Any, tmp_path: 
     assert out.stdout.strip() == "tokens"
     failed = invoke("run", "--image", chain.image, "--npus", "none", "--", "python3", "-c", "raise SystemExit(7)")
     assert failed.returncode == 7  # the container's exit status is the command's
+
+
+# -- the image's non-root user and the host's device groups ------------------------------------------
+
+
+def owned(path: Path, mode: int, gid: int) -> None:
+    os.chown(path, 0, gid)
+    path.chmod(mode)
+
+
+def test_the_device_and_driver_groups_are_added_for_the_non_root_user(tmp_path: Path) -> None:
+    """As the driver installs it: davinciN HwHiAiUser (here gid 1100) 0660, the management nodes open to all,
+    hisi_hdc and the driver folder group-only (gid 1200), dcmi readable by all."""
+    root = atlas_host(tmp_path / "host")
+    for i in range(8):
+        owned(root / f"dev/davinci{i}", 0o660, 1100)
+    for name in ("davinci_manager", "devmm_svm"):
+        owned(root / "dev" / name, 0o666, 0)
+    owned(root / "dev/hisi_hdc", 0o660, 1200)
+    owned(root / "usr/local/Ascend/driver", 0o750, 1200)
+    owned(root / "usr/local/dcmi", 0o755, 0)
+    argv = docker_run(RunOptions("img", ["check"]), root=root).argv
+    assert values(argv, "--group-add") == ["1100", "1200"]
+    assert "--user" not in argv and "--privileged" not in argv and "--cap-add" not in argv
+    runtime = docker_run(RunOptions("img", ["check"], runtime="ascend"), root=root).argv
+    assert values(runtime, "--group-add") == ["1100", "1200"]  # the runtime's device nodes are the host's
+    assert values(docker_run(RunOptions("img", ["preprocess"], npus="none"), root=root).argv, "--group-add") == []
+    as_root = docker_run(RunOptions("img", ["check"], user="root"), root=root).argv
+    assert values(as_root, "--user") == ["root"] and values(as_root, "--group-add") == []
+    owned(root / "dev/davinci3", 0o600, 1100)  # only its owner may use it: a group cannot help
+    owned(root / "usr/local/Ascend/driver", 0o755, 1200)
+    assert values(docker_run(RunOptions("img", ["check"]), root=root).argv, "--group-add") == ["1100", "1200"]
+
+
+def test_user_option_is_passed_and_checked() -> None:
+    argv = printed("--image", "img:1", "--user", "1000:1000", "--npus", "none", "--", "check")
+    assert values(argv, "--user") == ["1000:1000"]
+    out = invoke("run", "--image", "img:1", "--user", "a b", "--print", "--", "check")
+    assert out.returncode == 2 and out.stderr.startswith("error: --user a b: a user or uid")

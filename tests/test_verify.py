@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -21,6 +22,7 @@ import pytest
 from chain import Chain
 
 from ascend_stack import render, verify
+from ascend_stack.lock import Lock
 from ascend_stack.matrix import load_matrix
 from ascend_stack.verify import CheckResult, Verdict
 
@@ -35,9 +37,11 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def build_from(docker_client: Any, base: str, steps: str) -> str:
-    """A throw-away image ``FROM base`` plus ``steps`` (classic builder: nothing needs BuildKit here)."""
+    """A throw-away image ``FROM base`` plus ``steps`` run as root (classic builder: nothing needs BuildKit
+    here), then back to ``base``'s user."""
     tag = f"ascend-llm-stack-verify-broken:{uuid.uuid4().hex[:12]}"
-    dockerfile = f'FROM {base}\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]\n{steps}\n'
+    user = docker_client.images.get(base).attrs["Config"].get("User") or "root"
+    dockerfile = f'FROM {base}\nUSER root\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]\n{steps}\nUSER {user}\n'
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True)
     return tag
 
@@ -132,6 +136,7 @@ def test_image_and_target_choices_are_exclusive() -> None:
 # --------------------------------------------------------------------------------------------------------
 # broken images: each fault fails its check, with a message naming the problem
 
+LOGS_CHECK = "runtime/the_user_may_write_what_the_stages_write[/opt/MindSpeed-LLM/logs]"
 # (dockerfile step, {check: text its message must contain})
 FAULTS: list[tuple[str, dict[str, str]]] = [
     (  # a wrong pinned version: torch_npu's metadata says 2.12.0
@@ -201,6 +206,18 @@ FAULTS: list[tuple[str, dict[str, str]]] = [
     (  # Megatron's tree only partly copied
         "RUN rm -rf /opt/MindSpeed-LLM/megatron/training",
         {"mindspeed/megatron_tree_is_copied_in": "/opt/MindSpeed-LLM/megatron lacks training/"},
+    ),
+    (  # a stage's directory in the image left to root
+        "RUN chown root:root /opt/MindSpeed-LLM/logs && chmod 0755 /opt/MindSpeed-LLM/logs",
+        {LOGS_CHECK: "HwHiAiUser cannot write /opt/MindSpeed-LLM/logs (the stages' log folder when no --save"},
+    ),
+    (  # an installed file anyone may change
+        "RUN chmod o+w /opt/MindSpeed-LLM/posttrain_gpt.py",
+        {"runtime/nothing_installed_is_writable_by_others": "writable by every user: /opt/MindSpeed-LLM/posttrain_"},
+    ),
+    (  # the HF cache pointed at root's home
+        "ENV HF_HOME=/root/.cache/huggingface",
+        {"runtime/caches_resolve_under_the_users_home": "not under /home/HwHiAiUser: HF cache=/root/.cache/hugging"},
     ),
     (  # the entrypoint replaced
         'ENTRYPOINT ["python"]',
@@ -300,7 +317,7 @@ def test_a_missing_cann_library_fails_resolution_naming_it(
 def test_manifest_is_computed_from_the_image(chain: Chain, docker_client: Any, tmp_path: Path) -> None:
     out = invoke("manifest", "--image", chain.image, "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    json_path, md_path = (Path(line) for line in out.stdout.split())
+    json_path, md_path, _ = (Path(line) for line in out.stdout.split())
     data = json.loads(json_path.read_text())
     stack = json.loads(docker_client.containers.run(chain.image, [], entrypoint=["cat", verify.STACK_JSON],
                                                     remove=True))  # fmt: skip
@@ -319,6 +336,41 @@ def test_manifest_is_computed_from_the_image(chain: Chain, docker_client: Any, t
     for heading in ("## Matrix row (labels)", "## CANN", "## Sources", "## Python 3.11", "## OS packages", "## Labels"):
         assert heading in text
     assert stack["megatron"]["commit"] in text and "| toolkit | 8.2.RC1 |" in text
+
+
+@pytest.mark.docker
+def test_the_sbom_validates_lists_the_lock_and_is_reproducible(
+    chain: Chain, docker_client: Any, tmp_path: Path
+) -> None:
+    """Two `invoke manifest` runs on the chain's image: valid CycloneDX 1.6, equal but for the timestamp."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    docs = []
+    for run in ("first", "second"):
+        out = invoke("manifest", "--image", chain.image, "--out", str(tmp_path / run),
+                     "--lock-dir", str(chain.opts.dirs.locks))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        text = Path(out.stdout.split()[2]).read_text()
+        assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+        docs.append(json.loads(text))
+    first, second = docs
+    first["metadata"].pop("timestamp"), second["metadata"].pop("timestamp")
+    assert first == second
+    image_id = docker_client.images.get(chain.image).id
+    assert first["metadata"]["component"]["hashes"] == [{"alg": "SHA-256", "content": image_id.split(":")[1]}]
+    components = {c["name"]: c for c in first["components"]}
+    lock = Lock.load("test", chain.opts.dirs.locks)
+    wheels = [f for f in lock.files if f.endswith(".whl")]
+    assert wheels and len(wheels) == 2  # today's lock: torch and torch_npu
+    for wheel in wheels:
+        name, version = wheel.split("-")[:2]
+        c = components[name.replace("_", "-")]
+        assert c["version"] == version and {"alg": "SHA-256", "content": lock.files[wheel]} in c["hashes"]
+    kinds = {c.get("purl", "").split("/")[0] for c in first["components"]}
+    assert {"pkg:pypi", "pkg:deb", "pkg:generic"} <= kinds
+    assert components["cann-toolkit"]["version"] == "8.2.RC1" and components["cann-toolkit"]["hashes"]
+    assert len(components["megatron"]["version"]) == 40
 
 
 def test_manifest_of_a_missing_image_is_one_line(docker_client: Any) -> None:
@@ -431,6 +483,12 @@ def test_npu_run_args_pass_devices_and_driver(tmp_path: Path) -> None:
     assert verify.npu_run_args("none", dev=tmp_path) == []
     with pytest.raises(verify.UserError, match=r"--devices 7: no /dev/davinci7 on this host \(it has: 0, 1, 10\)"):
         verify.npu_run_args("7", dev=tmp_path)
+    assert "--group-add" not in args
+    for name in ("davinci0", "davinci1", "davinci10"):  # the driver's HwHiAiUser:HwHiAiUser 0660, here gid 1234
+        os.chown(tmp_path / name, 0, 1234)
+        (tmp_path / name).chmod(0o660)
+    args = verify.npu_run_args(dev=tmp_path)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--group-add"] == ["1234"]  # checks run as the user
 
 
 def test_summary_reads_at_a_glance(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Megatron checkpoints on disk: the latest iteration's ``mp_rank_TT[_PPP]`` layout, and the
-LoRA arguments ascend-llm records next to a LoRA checkpoint.
+"""Megatron checkpoints on disk: the latest iteration's ``mp_rank_TT[_PPP]`` layout (format
+``torch``) or a distributed one (``torch_dist``: metadata.json and *.distcp shards, no rank
+folders), and the LoRA arguments ascend-llm records next to a LoRA checkpoint.
 
 Why: a checkpoint converted for TP1/PP8 cannot be loaded with TP8/PP1; upstream then prints
 "could not load the checkpoint" and exits 0 after the NPUs were allocated. Reading the folder
@@ -22,15 +23,18 @@ _MP_RANK = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
 
 @dataclass
 class Layout:
-    """Tensor/pipeline split of one saved iteration."""
+    """Tensor/pipeline split of one saved iteration (0 for a distributed checkpoint, which has none)."""
 
     iteration: str
     tp: int
     pp: int
     ep: int
     directory: Path
+    format: str = "torch"
 
     def describe(self) -> str:
+        if self.format != "torch":
+            return f"a {self.format} checkpoint"
         ep = f" EP{self.ep}" if self.ep > 1 else ""
         return f"TP{self.tp} PP{self.pp}{ep}"
 
@@ -50,9 +54,9 @@ def is_hf_model_dir(path: Path) -> bool:
     return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
 
 
-def read_layout(load: Path) -> Layout | None:
-    """The layout of the latest iteration, None for a distributed (torch_dist) checkpoint whose
-    shards are not split by rank folders; raises NotACheckpoint when it is no Megatron checkpoint."""
+def read_layout(load: Path) -> Layout:
+    """The layout of the latest iteration (``format`` torch_dist or torch_dcp when its shards are not
+    split by rank folders); raises NotACheckpoint when it is no Megatron checkpoint."""
     tracker = load / TRACKER
     if not tracker.is_file():
         if is_hf_model_dir(load):
@@ -76,7 +80,9 @@ def read_layout(load: Path) -> Layout | None:
             eps.add(int(match.group(3) or 0))
     if not tps:
         if (directory / "metadata.json").is_file() or any(directory.glob("*.distcp")):
-            return None
+            return Layout(text, tp=0, pp=0, ep=0, directory=directory, format="torch_dist")
+        if (directory / ".metadata").is_file():
+            return Layout(text, tp=0, pp=0, ep=0, directory=directory, format="torch_dcp")
         raise NotACheckpoint(f"has no mp_rank_* folders in {directory.name}/")
     return Layout(text, tp=len(tps), pp=len(pps), ep=len(eps), directory=directory)
 

@@ -11,11 +11,12 @@ import os
 import sys
 from typing import Any, Sequence
 
-from ascend_llm import __version__
+from ascend_llm import __version__, chip
 from ascend_llm.config import load_config
 from ascend_llm.errors import AscendLLMError, UsageError
 from ascend_llm.launcher import resolve_rendezvous
 from ascend_llm.options import RENDEZVOUS, resolve
+from ascend_llm.pipeline import SUMMARY as PIPELINE_SUMMARY
 from ascend_llm.preflight import transformers_missing_note
 from ascend_llm.presets import available_presets, load_preset
 from ascend_llm.release import read_stack, resolve_release
@@ -38,6 +39,7 @@ def usage() -> str:
         "stages:",
     ]
     lines += [f"  {name:<{width}}{stage.summary}" for name, stage in STAGES.items()]
+    lines += [f"  {'pipeline':<{width}}{PIPELINE_SUMMARY}"]
     lines += [
         "",
         f"models (--model): {', '.join(available_presets())}",
@@ -78,14 +80,18 @@ def build_request(stage: Stage, argv: Sequence[str]) -> StageRequest:
         config, config_extra = load_config(flags["config"], stage.name, options, all_dests, STAGES)
         extra = config_extra + extra
     action = mode_of(stage, flags, config)
+    release = None
+    if stage.uses_mindspeed(action):
+        release = resolve_release(flags.get("release") or config.get("release"), read_stack())
     model = flags.get("model") or config.get("model")
     preset = load_preset(model) if model else None
+    if preset and release:
+        preset = release.preset(preset)
     if stage.needs_model(action) and preset is None:
         raise UsageError(f"{stage.name} needs --model: one of {', '.join(available_presets())} (or a preset YAML file)")
     section = stage.preset_section(action, {**config, **flags})
     preset_values = preset.stage(section).values if preset and section else {}
     opts = resolve(options, flags, config, preset_values)
-    release = resolve_release(opts.get("release"), read_stack()) if stage.uses_mindspeed(action) else None
     rdzv = None
     if stage.uses_torchrun(action):
         rdzv = resolve_rendezvous(flags, config, preset_values, os.environ)
@@ -120,7 +126,8 @@ def run_stage(stage: Stage, argv: Sequence[str]) -> int:
         problems: list[str] = []
         req.notes.append("preflight skipped (--no-preflight): paths, data and checkpoint were not checked")
     else:
-        problems = stage.preflight(req)
+        # The chip guard first: on another chip's host nothing else matters (and nothing blocks without NPUs).
+        problems = chip.guard(read_stack()) + stage.preflight(req)
     note = transformers_missing_note() if req.preset else None
     if note:
         req.notes.append(note)
@@ -179,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args[0] in STAGES:
             return run_stage(STAGES[args[0]], args[1:])
+        if args[0] == "pipeline":
+            from ascend_llm import pipeline
+
+            return pipeline.main(args[1:])
         if args[0].startswith("-"):
             raise UsageError(
                 f"unknown option {args[0]}: the first word must be a stage "

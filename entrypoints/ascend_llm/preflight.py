@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from ascend_llm import checkpoint
 from ascend_llm.presets import Preset
+from ascend_llm.release import Release
 from ascend_llm.system import mindspeed_llm_home, npu_device_ids, visible_npu_count
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -57,6 +58,27 @@ def tokenizer_dir(path: str | None, option: str = "--tokenizer") -> list[str]:
     return []
 
 
+def not_writable(option: str, path: str, probe: Path) -> str:
+    """Why this process cannot write ``probe``, and the fix, in one line: the image runs as a non-root
+    user (HwHiAiUser, uid/gid 1000 by default), so a volume the host's root owns refuses it."""
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        st, read_only = os.stat(probe), bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        st, read_only = None, False
+    if read_only:
+        return (
+            f"{option} {path}: {probe} is on a read-only mount; mount a writable volume there "
+            f"(docker run -v HOST_DIR:{path}, without :ro) or choose another directory"
+        )
+    owner = f"; it is owned by {st.st_uid}:{st.st_gid}, mode {st.st_mode & 0o7777:04o}" if st else ""
+    return (
+        f"{option} {path}: {probe} is not writable by this container's user (uid {uid}, gid {gid}{owner}): "
+        f"mount a directory that user may write (docker run -v HOST_DIR:{path}; on the host: "
+        f"sudo chown -R {uid}:{gid} HOST_DIR) or run the container with --user root"
+    )
+
+
 def writable_dir(path: str | None, option: str, need_bytes: int = 0) -> list[str]:
     """The directory (or its nearest existing parent) is writable and has room for the output."""
     if not path:
@@ -70,10 +92,7 @@ def writable_dir(path: str | None, option: str, need_bytes: int = 0) -> list[str
             break
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
-        return [
-            f"{option} {path}: {probe} is not writable; mount a writable volume there "
-            f"(docker run -v HOST_DIR:{path}) or choose another directory"
-        ]
+        return [not_writable(option, path, probe)]
     if need_bytes:
         free = shutil.disk_usage(probe).free
         if free < need_bytes:
@@ -98,17 +117,55 @@ def reshard_command(preset: Preset | None, load: str, tp: int, pp: int) -> str:
     return f"ascend-llm convert mcore2mcore{model} --load {load} --save {target} --tp {tp} --pp {pp}"
 
 
+TORCH_ONLY = (
+    "ascend-llm convert and MindSpeed-LLM's convert_ckpt*.py read only the torch format (iter_*/mp_rank_* "
+    "folders), which Megatron writes with --ckpt-format torch"
+)
+
+
+def loadable_formats(release: Release | None, command_format: str | None) -> tuple[tuple[str, ...], str]:
+    """The checkpoint formats training and inference load on ``release`` when the command passes
+    ``--ckpt-format command_format``, and why the others are refused (with the fix)."""
+    if release is None:
+        return ("torch",), TORCH_ONLY
+    rules = release.checkpoint
+    reads = rules.training_reads(command_format)
+    if rules.forced:
+        why = (
+            f"MindSpeed-LLM {release.version} forces --ckpt-format {rules.forced} and loads only that format; "
+            f"save the checkpoint with --ckpt-format torch where it was made (Megatron core_v0.12.1 and "
+            f"MindSpeed-LLM 26.1.0 default to torch_dist)"
+        )
+    else:
+        why = (
+            f"this command passes --ckpt-format {command_format or rules.megatron_default}, which loads only "
+            f"the torch format: add `-- --ckpt-format torch_dist` to load it (what it saves is then torch_dist "
+            f"too, which ascend-llm convert cannot read)"
+        )
+    return reads, why
+
+
 def _read_checkpoint(
-    load: str, option: str, hint: Callable[[checkpoint.NotACheckpoint], str]
+    load: str,
+    option: str,
+    hint: Callable[[checkpoint.NotACheckpoint], str],
+    formats: Sequence[str] = ("torch",),
+    unreadable: str = TORCH_ONLY,
 ) -> tuple[checkpoint.Layout | None, list[str]]:
-    """``load``'s layout, or the one-line problem; ``hint`` says how to fix a non-checkpoint."""
+    """``load``'s layout, or the one-line problem; ``hint`` says how to fix a non-checkpoint,
+    ``unreadable`` why a checkpoint of a format not in ``formats`` cannot be used."""
     path = Path(load)
     if not path.is_dir():
         return None, [f"{option} {load}: no such directory"]
     try:
-        return checkpoint.read_layout(path), []
+        layout = checkpoint.read_layout(path)
     except checkpoint.NotACheckpoint as exc:
         return None, [f"{option} {load} {exc}; {hint(exc)}"]
+    if layout.format not in formats:
+        return None, [
+            f"{option} {load} is {layout.describe()} ({layout.directory.name}/ has no mp_rank_* folders); {unreadable}"
+        ]
+    return layout, []
 
 
 def _incomplete(load: str, option: str, layout: checkpoint.Layout) -> list[str]:
@@ -123,9 +180,17 @@ def _incomplete(load: str, option: str, layout: checkpoint.Layout) -> list[str]:
 
 
 def checkpoint_layout(
-    load: str | None, tp: int, pp: int, preset: Preset | None, option: str = "--load", convert_hint: str = ""
+    load: str | None,
+    tp: int,
+    pp: int,
+    preset: Preset | None,
+    option: str = "--load",
+    convert_hint: str = "",
+    formats: tuple[tuple[str, ...], str] = (("torch",), TORCH_ONLY),
 ) -> list[str]:
-    """The latest iteration's mp_rank_* folders match --tp/--pp (else print the re-shard command)."""
+    """The latest iteration's mp_rank_* folders match --tp/--pp (else print the re-shard command).
+    ``formats`` is what the stage loads (see ``loadable_formats``); a distributed checkpoint it
+    loads is re-sharded by Megatron, so its split is not checked."""
     if not load:
         return []
 
@@ -138,8 +203,8 @@ def checkpoint_layout(
             f"--load {source} --save {target} --tp {tp} --pp {pp}"
         )
 
-    layout, problems = _read_checkpoint(load, option, hint)
-    if layout is None:
+    layout, problems = _read_checkpoint(load, option, hint, *formats)
+    if layout is None or layout.format != "torch":
         return problems
     if (layout.tp, layout.pp) != (tp, pp):
         return [
@@ -166,7 +231,7 @@ def same_layout(base: str | None, lora: str | None) -> list[str]:
         b = checkpoint.read_layout(Path(lora))
     except (checkpoint.NotACheckpoint, OSError):
         return []
-    if a and b and (a.tp, a.pp) != (b.tp, b.pp):
+    if a.format == b.format == "torch" and (a.tp, a.pp) != (b.tp, b.pp):
         return [
             f"--lora-load {lora} is split {b.describe()} but the base --load {base} is {a.describe()}; "
             f"LoRA weights must be split like their base: load the base checkpoint the LoRA run used"

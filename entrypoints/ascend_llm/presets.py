@@ -29,6 +29,7 @@ LAYOUT_KEYS = {
     "gbs",
     "seq_length",
     "train_iters",
+    "save_interval",
     "lr",
     "max_new_tokens",
     "flags",

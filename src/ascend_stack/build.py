@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from . import render
+from .budgets import Budgets, Measure, OverBudget, over_budget_message
 from .driver import BuildRequest, Driver
 from .errors import UserError
 from .inputs import InputDirs, MissingInputs, ResolvedInputs, link_or_copy, resolve_inputs
 from .lock import Lock
-from .render import BuildPlan, Layer
+from .render import BuildPlan, Layer, RuntimeUser
 from .target import Target
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,6 +86,9 @@ class BuildOptions:
     dry_run: bool = False
     push: str | None = None
     docker_network: str | None = "host"
+    user: RuntimeUser = field(default_factory=RuntimeUser)
+    budgets: Budgets | None = None  # layer sizes are measured and reported against these
+    enforce_budgets: bool = True  # a layer past its budget's limit fails the build
 
     def selected(self) -> list[str]:
         """The layers to build, in chain order; their ancestors must already exist."""
@@ -108,6 +112,7 @@ class LayerResult:
     content_tag: str
     image_id: str | None = None
     seconds: float = 0.0
+    size: Measure | None = None  # what the layer adds over its parent, against its budget
 
 
 def content_hash(layer: Layer, files: dict[str, str], digests: list[str], parent: str, platform: str) -> str:
@@ -198,7 +203,7 @@ class Builder:
     def prepare(self) -> tuple[BuildPlan, dict[str, str], ResolvedInputs]:
         """Render, then find and verify every input: a bad or missing one stops us before Docker."""
         offline = self.opts.network.offline
-        plan, _ = render.plan(self.t)
+        plan, _ = render.plan(self.t, user=self.opts.user)
         # Only the layers this build reaches need their inputs (`--until cann` needs no git source).
         reach = self.opts.selected()[-1] if not self.opts.layers else LAYER_NAMES[-1]
         needed = LAYER_NAMES[: LAYER_NAMES.index(reach) + 1]
@@ -215,7 +220,7 @@ class Builder:
             resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
         check_apex_pair(resolved)
         lock = self._python_lock(resolved, needed)
-        plan, files = render.plan(self.t, resolved.commits(), lock)
+        plan, files = render.plan(self.t, resolved.commits(), lock, user=self.opts.user)
         return plan, files, resolved
 
     def _python_lock(self, resolved: ResolvedInputs, layers: list[str]) -> Any:
@@ -298,13 +303,32 @@ class Builder:
                 if image_id and self.driver:
                     for tag in self._human_tags(plan, layer):
                         self.driver.tag(image_id, tag)
-                results.append(LayerResult(layer.name, status, ctag, image_id, time.monotonic() - started))
+                size = self._measure(layer.name, image_id, parent) if self.opts.budgets is not None else None
+                results.append(LayerResult(layer.name, status, ctag, image_id, time.monotonic() - started, size))
                 parent, parent_ref = image_id or ctag, ctag
                 if layer.name == last:
                     break
         if self.opts.push and self.driver and results[-1].image_id:
             self._push(plan, results[-1].image_id)
         return results
+
+    def _measure(self, name: str, image_id: str | None, parent: str) -> Measure | None:
+        """The layer's size over its parent against its budget; past the limit, :class:`OverBudget`."""
+        if not image_id or self.driver is None or self.driver.docker is None or self.opts.budgets is None:
+            return None
+        budgets = self.opts.budgets
+        key = render.target_key(self.t)
+        size, _ = self.driver.image_size(image_id)
+        parent_size, parent_layers = self.driver.image_size(parent)
+        m = Measure(name, size - parent_size, budgets.budget(self.t.row.key, key, name), budgets.limit)
+        if m.over and self.opts.enforce_budgets:
+            from .wasted import wasted_bytes
+
+            with tempfile.TemporaryDirectory(prefix="ascend-budget-") as tmp:
+                archive = self.driver.save(image_id, Path(tmp) / "image.tar")
+                largest = wasted_bytes(archive).largest_added(parent_layers)
+            raise OverBudget(over_budget_message(m, budgets.where(self.t.row.key, key, name), largest))
+        return m
 
     def _human_tags(self, plan: BuildPlan, layer: Layer) -> list[str]:
         return [layer.tag, plan.image] if layer.name == "runtime" else [layer.tag]

@@ -9,6 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from . import budgets
 from . import render as rendering
 from .baseimage import BaseImageError, build_base_image
 from .build import Builder, BuildOptions, LayerResult
@@ -187,10 +188,16 @@ def render(
     chip: str | None = None,
     out: Path | None = None,
     matrix_path: Path = DEFAULT_MATRIX,
+    user: rendering.RuntimeUser | None = None,
 ) -> tuple[Path, rendering.BuildPlan]:
-    """Resolve the choices, render every layer and write them with the plan to ``out``."""
+    """Resolve the choices, render every layer and write them with the plan to ``out``.
+
+    The pip steps take the target's committed Python lock (locks/<row>/<target>.txt) where there is one.
+    """
+    from . import pylock
+
     target = resolve(load_matrix(matrix_path), cann, torch, arch, os, chip)
-    plan, files = rendering.plan(target)
+    plan, files = rendering.plan(target, lock=pylock.PyLock.load(pylock.lock_path(target)), user=user)
     out_dir = out or rendering.default_out_dir(target, REPO / "build")
     rendering.write(files, out_dir)
     return out_dir, plan
@@ -220,6 +227,8 @@ def build(
     """``invoke build``: resolve, verify inputs, build what changed, print a summary."""
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     opts.selected()  # bad --layers/--until fail before anything else
+    if opts.budgets is None:
+        opts.budgets = budgets.load(matrix_path.parent / budgets.FILE)
     builder = Builder(target, opts, None)
     prepared = builder.prepare()  # inputs are found and verified before the engine is even asked
     builder.driver = driver = _driver(opts.dry_run, verbose)
@@ -227,7 +236,8 @@ def build(
     built = sum(r.status == "built" for r in results)
     print(f"{rendering.final_tag(target)}: {built} layer(s) built, {len(driver.builds)} docker build call(s)")
     for r in results:
-        print(f"  {r.name:<10} {r.status:<12} {r.content_tag}  {r.seconds:6.1f}s")
+        size = f"  {r.size.describe()}" if r.size else ""
+        print(f"  {r.name:<10} {r.status:<12} {r.content_tag}  {r.seconds:6.1f}s{size}")
     return results
 
 
@@ -290,11 +300,15 @@ def verify(
     return 0 if verdict.ok else 1
 
 
-def manifest(image: str, out: Path | None = None) -> tuple[Path, Path]:
-    """``invoke manifest``: write the image's manifest as JSON and Markdown."""
+def manifest(
+    image: str, out: Path | None = None, lock_dir: Path | None = None, matrix_path: Path = DEFAULT_MATRIX
+) -> tuple[Path, Path, Path]:
+    """``invoke manifest``: write the image's manifest as JSON and Markdown, and its CycloneDX SBOM."""
     from . import manifest as manifests
 
-    return manifests.write(image, out or REPO / "build" / "manifests")
+    if lock_dir is not None and not lock_dir.is_dir():
+        raise UserError(f"--lock-dir {lock_dir}: no such directory")
+    return manifests.write(image, out or REPO / "build" / "manifests", lock_dir, matrix_path)
 
 
 def run_stage(opts: RunOptions, show: bool = False) -> str | None:

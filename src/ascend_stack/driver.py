@@ -127,6 +127,18 @@ class Driver:
         except docker.errors.ImageNotFound:
             return None
 
+    def image_size(self, ref: str) -> tuple[int, int]:
+        """(bytes, number of file-system layers) of an image, as ``docker image inspect`` gives them."""
+        attrs = self.docker.images.get(ref).attrs
+        return int(attrs.get("Size") or 0), len((attrs.get("RootFS") or {}).get("Layers") or [])
+
+    def save(self, image_id: str, path: Path) -> Path:
+        """``docker save`` one image (no tags) into ``path``."""
+        with path.open("wb") as fh:
+            for chunk in self.docker.images.get(image_id).save(chunk_size=1 << 20, named=False):
+                fh.write(chunk)
+        return path
+
     def tag(self, image_id: str, ref: str) -> None:
         repo, _, tag = ref.rpartition(":")
         self.docker.images.get(image_id).tag(repo, tag)

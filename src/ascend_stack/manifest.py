@@ -1,9 +1,11 @@
 """``invoke manifest``: what a built image holds, computed from a running container of it.
 
-Written as JSON (for tools) and Markdown (for people): the OS packages (dpkg or rpm), ``pip freeze``
-of /opt/venv, the CANN toolkit / kernels / NNAL versions, the git commits of MindSpeed,
-MindSpeed-LLM and Megatron-LM (from ``stack.json``), the matrix row it came from and the image's
-labels. Nothing is taken from the matrix or the build plan: a manifest says what *is* in the image.
+Written as JSON (for tools), Markdown (for people) and a CycloneDX SBOM (for compliance tools,
+:mod:`ascend_stack.sbom`): the OS packages (dpkg or rpm), the Python packages of /opt/venv, the CANN
+toolkit / kernels / NNAL versions, the git commits of MindSpeed, MindSpeed-LLM and Megatron-LM (from
+``stack.json``), the matrix row it came from and the image's labels. What the image holds is read
+from the image, never from the matrix or the build plan; the SBOM adds the hashes the lock recorded
+for those files, and the repository URLs.
 """
 
 from __future__ import annotations
@@ -13,20 +15,25 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import __version__, render
+from . import __version__, render, sbom
 from .container import Container, inspect_image, running
 from .errors import UserError
+from .lock import LOCK_DIR
+from .matrix import MatrixError, load_matrix
 from .verify import (
     KERNEL_DIRS,
     NNAL_HOME,
     STACK_JSON,
     TOOLKIT_HOME,
+    expected_from_labels,
+    load_lock,
     parse_key_values,
     standin_reason,
     version_cfg_versions,
 )
 
 SCHEMA = 1
+MATRIX = Path(__file__).resolve().parents[2] / "matrix.yaml"
 _ROW_LABELS = ("row", "cann", "chip", "hdk-min", "os", "python", "arch", "torch", "torch-npu", "apex", "mindspeed",
                "mindspeed-llm", "megatron", "transformers", "layer")  # fmt: skip
 _DPKG = "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n'"
@@ -51,9 +58,15 @@ def cann_versions(box: Container, arch: str, layout: dict[str, Any] | None = Non
     """What CANN the image holds, at the paths its stack.json records (the pre-8.5 ones otherwise)."""
     home = (layout or {}).get("home") or TOOLKIT_HOME
     nnal_home = (layout or {}).get("nnal_home") or NNAL_HOME
-    info = _read(box, f"{home}/{arch}-linux/ascend_toolkit_install.info")
+    files = {
+        "toolkit": f"{home}/{arch}-linux/ascend_toolkit_install.info",
+        "kernels": f"{home}/opp_kernel/version.info",
+        "nnal": f"{nnal_home}/version.info",
+    }
+    info = _read(box, files["toolkit"])
     cfg = _read(box, f"{home}/version.cfg")
-    nnal = _read(box, f"{nnal_home}/version.info")
+    nnal = _read(box, files["nnal"])
+    kernels_info = _read(box, files["kernels"])
     kernels = box.exec(f"ls {home}/opp/built-in/op_impl/ai_core/tbe/kernel").stdout.split()
     chips = {d: chip for chip, d in KERNEL_DIRS.items()}
     toolkit = parse_key_values(info) if info else {}
@@ -64,7 +77,11 @@ def cann_versions(box: Container, arch: str, layout: dict[str, Any] | None = Non
         "toolkit_innerversion": toolkit.get("innerversion"),
         "components": version_cfg_versions(cfg) if cfg else {},
         "kernels": sorted(chips.get(d, d) for d in kernels if d != "config"),
+        "kernels_version": parse_key_values(kernels_info).get("Version") if kernels_info else None,
         "nnal_atb": parse_key_values(nnal, ":").get("Ascend-cann-atb") if nnal else None,
+        "version_files": {
+            k: v for k, v in files.items() if {"toolkit": info, "kernels": kernels_info, "nnal": nnal}[k]
+        },
     }
 
 
@@ -74,20 +91,31 @@ def collect(image: str) -> dict[str, Any]:
     if info is None:
         raise UserError(f"no image {image} here: build it with `invoke build --cann <row> ...` (see `invoke matrix`)")
     labels: dict[str, str] = dict((info.get("Config") or {}).get("Labels") or {})
-    with running(image) as box:
+    with running(image, ["--user", "root"]) as box:  # root reads every file, whoever the image runs as
         arch = box.output("uname -m").strip()
         release = parse_key_values(_read(box, "/etc/os-release") or "")
         stack_text = _read(box, STACK_JSON)
         stack = json.loads(stack_text) if stack_text else None
         freeze = box.exec("python -m pip freeze --all --disable-pip-version-check")
+        listed = box.exec("python -m pip list --format=json --disable-pip-version-check")
+        packages = json.loads(listed.stdout) if listed.returncode == 0 else []
         python = box.exec("python -c 'import platform; print(platform.python_version())'").stdout.strip()
         data = {
             "schema": SCHEMA,
             "generated_by": f"ascend-llm-stack {__version__}",
             "image": {"tag": image, "id": info.get("Id"), "created": info.get("Created"), "arch": arch},
             "matrix_row": {k: labels.get(f"{render.LABEL_PREFIX}.{k}") for k in _ROW_LABELS},
-            "os": {"name": release.get("PRETTY_NAME"), **os_packages(box)},
-            "python": {"version": python, "pip_freeze": freeze.stdout.splitlines() if freeze.returncode == 0 else []},
+            "os": {
+                "name": release.get("PRETTY_NAME"),
+                "id": release.get("ID"),
+                "version_id": release.get("VERSION_ID"),
+                **os_packages(box),
+            },
+            "python": {
+                "version": python,
+                "pip_freeze": freeze.stdout.splitlines() if freeze.returncode == 0 else [],
+                "packages": sorted(packages, key=lambda p: p["name"].lower()),
+            },
             "cann": cann_versions(box, arch, (stack or {}).get("cann_layout")),
             "sources": {
                 name: (stack or {}).get(name)
@@ -137,12 +165,35 @@ def file_stem(image: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def write(image: str, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<tag>.json`` and ``.md``; returns both paths."""
+def bill_of_materials(data: dict[str, Any], lock_dir: Path | None = None, matrix_path: Path = MATRIX) -> str:
+    """The CycloneDX SBOM (JSON) of the image ``data`` describes, with the hashes of the row's lock."""
+    row, arch = data["matrix_row"].get("row"), data["image"]["arch"]
+    try:
+        target = expected_from_labels(data["labels"], load_matrix(matrix_path)).target
+    except (UserError, MatrixError):
+        target = None  # not an image of this matrix: no installer names or source URLs to add
+    lock = load_lock(row, lock_dir) if row else None
+    full = sbom.full_lock_path(lock_dir or LOCK_DIR, row, render.target_key(target)) if target and row else None
+    installers, urls = {}, {}
+    if target is not None:
+        files = render.cann_files(target)
+        installers = {"toolkit": files["toolkit"], f"kernels-{target.chip}": files["kernels"], "nnal": files["nnal"]}
+        src = target.matrix.sources
+        urls = {"mindspeed": src.mindspeed, "mindspeed_llm": src.mindspeed_llm, "megatron": src.megatron,
+                "apex": src.apex}  # fmt: skip
+    bom = sbom.build(data, sbom.package_hashes(lock, arch, full), lock.files if lock else {}, installers, urls)
+    return sbom.to_json(bom)
+
+
+def write(
+    image: str, out_dir: Path, lock_dir: Path | None = None, matrix_path: Path = MATRIX
+) -> tuple[Path, Path, Path]:
+    """Write ``<out_dir>/<tag>.json``, ``.md`` and the SBOM ``.cdx.json``; returns the three paths."""
     data = collect(image)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = file_stem(image)
-    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path, md_path, sbom_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.cdx.json"
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(to_markdown(data), encoding="utf-8")
-    return json_path, md_path
+    sbom_path.write_text(bill_of_materials(data, lock_dir, matrix_path), encoding="utf-8")
+    return json_path, md_path, sbom_path

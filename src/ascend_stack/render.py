@@ -13,11 +13,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 
 from . import __version__
+from .errors import UserError
 from .target import IMAGE, Target
 
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
@@ -90,6 +91,74 @@ _PYTHON_BUILD = {
         "xz-devel",
         "libffi-devel",
     ],
+}
+
+
+@dataclass(frozen=True)
+class RuntimeUser:
+    """The non-root user the runtime image runs as: ``HwHiAiUser``, as the NPU driver's installer
+    creates it on the host (uid/gid 1000 by default, whose device nodes are ``HwHiAiUser:HwHiAiUser
+    0660``). ``invoke build --uid/--gid`` picks other ids; they are rendered into the runtime
+    Dockerfile, so they are part of its content hash.
+    """
+
+    uid: int = 1000
+    gid: int = 1000
+    name: ClassVar[str] = "HwHiAiUser"
+
+    def __post_init__(self) -> None:
+        for what, value in (("uid", self.uid), ("gid", self.gid)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 2:
+                raise UserError(
+                    f"--{what} {value}: a number from 1 to {2**31 - 2} (0 is root: the image runs as a non-root "
+                    f"user; `invoke run --user root` runs one container as root)"
+                )
+
+    @property
+    def home(self) -> str:
+        return f"/home/{self.name}"
+
+    def env(self) -> dict[str, str]:
+        """Where the caches and CANN's files go: under the user's home, whoever runs the container.
+
+        HOME is set too (as jupyter/docker-stacks does), so a ``--user`` without a passwd entry still
+        resolves ``~``. CANN: ASCEND_CACHE_PATH holds the kernel-compile cache (``kernel_cache``, by
+        default ``$HOME/atc_data``); ASCEND_WORK_PATH the per-process files (``kernel_meta``, by default
+        in the working directory, which is /opt/MindSpeed-LLM) and the logs (``$ASCEND_WORK_PATH/log``;
+        ASCEND_PROCESS_LOG_PATH, left unset, still wins when a user sets it) (CANN's environment
+        variable reference, envref_07_0006 / envref_07_0007).
+        """
+        home = self.home
+        return {
+            "HOME": home,
+            "XDG_CACHE_HOME": f"{home}/.cache",  # pip's cache, torch's, everything that follows XDG
+            "HF_HOME": f"{home}/.cache/huggingface",
+            "TORCH_EXTENSIONS_DIR": f"{home}/.cache/torch_extensions",  # MindSpeed builds its ops here
+            "ASCEND_CACHE_PATH": f"{home}/ascend/cache",
+            "ASCEND_WORK_PATH": f"{home}/ascend/work",
+        }
+
+    def home_dirs(self) -> list[str]:
+        """The home and every directory down to each cache of :meth:`env`, parents first: all the user's."""
+        dirs = [self.home]
+        for name, path in self.env().items():
+            parts = Path(path).relative_to(self.home).parts if name != "HOME" else ()
+            for i in range(1, len(parts) + 1):
+                d = str(Path(self.home, *parts[:i]))
+                if d not in dirs:
+                    dirs.append(d)
+        return dirs
+
+
+# What the stages write inside the image itself (not on a mounted volume), so the user owns these
+# directories (group-writable, setgid, never world-writable); everything else stays root's.
+STAGE_WRITES = {
+    "/opt/MindSpeed-LLM/megatron/core/datasets": "Megatron compiles its dataset helpers (helpers*.so) here at "
+    "first use (megatron/core/datasets/utils.py compile_helpers, `make -C` of this directory)",
+    "/opt/MindSpeed-LLM/logs": "the stages' log folder when no --save/--log-dir names one "
+    "(./logs in MINDSPEED_LLM_HOME)",
+    "/opt/MindSpeed-LLM/mindspeed_llm/tasks/evaluation/codecheck_log": "MindSpeed-LLM's human_eval evaluation "
+    "writes its code-check logs here (eval_impl/template.py CODE_TEST_LOG_DIR)",
 }
 
 
@@ -224,8 +293,13 @@ def _cann(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], l
         zipped = pub.archive_of(f)
         inputs.append(
             Input(
-                "package", f, url=pk.url.format(version=t.cann, file=f), referer=pk.referer, sha256=t.row.sha256.get(f),
-                archive=zipped.name if zipped else None, archive_url=zipped.url if zipped else None,
+                "package",
+                f,
+                url=pk.url.format(version=t.cann, file=f),
+                referer=pk.referer,
+                sha256=t.row.sha256.get(f),
+                archive=zipped.name if zipped else None,
+                archive_url=zipped.url if zipped else None,
                 archive_sha256=zipped.sha256 if zipped else None,
             )
         )
@@ -320,6 +394,7 @@ def _mindspeed(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any
 
 
 def _runtime(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], list[Input]]:
+    # The user's part of the context (and its labels) is added by plan(): it is a build option.
     labels = {
         "org.opencontainers.image.title": "ascend-llm-stack",
         "org.opencontainers.image.description": (
@@ -432,8 +507,21 @@ def lock_text(lock: Any, section: str) -> str:
     return text if "--hash=" in text else EMPTY_SECTION
 
 
+def _user_context(user: RuntimeUser) -> dict[str, Any]:
+    return {
+        "user": user,
+        "user_env": user.env(),
+        "home_dirs": user.home_dirs(),
+        "stage_writes": list(STAGE_WRITES),
+        "user_labels": _labels({"user": user.name, "uid": str(user.uid), "gid": str(user.gid)}),
+    }
+
+
 def plan(
-    t: Target, commits: dict[str, str | None] | None = None, lock: Any = None
+    t: Target,
+    commits: dict[str, str | None] | None = None,
+    lock: Any = None,
+    user: RuntimeUser | None = None,
 ) -> tuple[BuildPlan, dict[str, str]]:
     """The build plan and the rendered files (relative path -> text), without touching disk.
 
@@ -441,11 +529,15 @@ def plan(
     steps refuse to run, saying so (``invoke render`` before ``invoke lock``).
     """
     commits = commits or {}
+    user = user or RuntimeUser()
     env = template_env()
     out = BuildPlan(target=t.describe(), image=final_tag(t), platform=t.platform)
     files: dict[str, str] = {}
     for spec in LAYERS:
         ctx, inputs = spec.context(t, commits)
+        if spec.name == "runtime":
+            ctx = {**ctx, **_user_context(user)}
+            ctx["labels"] = {**ctx["labels"], **ctx["user_labels"]}
         parent_tag = layer_tag(t, LAYER_BY_NAME[spec.parent]) if spec.parent else None
         text = env.get_template(f"{spec.name}/Dockerfile.j2").render(t=t, parent_tag=parent_tag, **ctx)
         layer_files = {f"{spec.name}/Dockerfile": text}
@@ -506,6 +598,11 @@ def write(files: dict[str, str], out_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def target_key(t: Target) -> str:
+    """``<os>-<chip>-torch<ver>-<arch>``: a target within its row (build folders, budgets, locks)."""
+    return "-".join(t.tag_part(p) for p in ("os", "chip", "torch", "arch"))
+
+
 def default_out_dir(t: Target, root: Path = Path("build")) -> Path:
     """``build/<row>/<os>-<chip>-torch<ver>-<arch>/``: one folder per variant of a row."""
-    return root / t.row.key / "-".join(t.tag_part(p) for p in ("os", "chip", "torch", "arch"))
+    return root / t.row.key / target_key(t)

@@ -14,6 +14,12 @@ what the Ascend documentation asks for (see ``../shared/reference/ascend-runtime
 * the user's data and checkpoint directories, at the same path inside, so stage options read the same
   in and out of the container.
 
+The image runs as the non-root user HwHiAiUser. The host's device nodes are ``HwHiAiUser:HwHiAiUser
+0660`` (its driver files may be group-only too), and the container user's groups come from the image,
+whose gid may differ from the host's: so the group of every device node and driver path that "other"
+may not use is added with ``--group-add`` (read from this host), and nothing more. ``--user root``
+runs the container as root instead.
+
 No ``--privileged`` unless asked for. ``--print`` shows the line; otherwise the host is checked (the
 devices, driver files, mounted directories and the runtime exist) and ``docker`` replaces this process.
 """
@@ -25,6 +31,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +67,8 @@ STOP_TIMEOUT = 900  # seconds: one iteration plus a checkpoint save (docs/stages
 _SIZE = re.compile(r"^\d+(\.\d+)?[bkmgBKMG]?$")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+ROOT_USERS = {"root", "0"}
 
 
 @dataclass
@@ -81,6 +90,27 @@ class RunOptions:
     detach: bool = False
     interactive: bool = False
     keep: bool = False
+    user: str | None = None
+
+
+def access_groups(devices: Sequence[str], files: Sequence[str] = (), root: Path = Path("/")) -> list[int]:
+    """The host groups a non-root container user needs: read and write for the device nodes, read (and
+    enter, for a directory) for the driver's files. A path "other" may already use, or that only its
+    owner may use, adds none; a missing one is for :func:`check_host` to report."""
+    gids: list[int] = []
+    for path in [*devices, *files]:
+        try:
+            st = os.stat(root / path.lstrip("/"))
+        except OSError:
+            continue
+        if path in devices:
+            want = stat.S_IROTH | stat.S_IWOTH
+        else:
+            want = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
+        group = want << 3  # the same bits for the group
+        if st.st_mode & want != want and st.st_mode & group == group and st.st_gid not in gids:
+            gids.append(st.st_gid)
+    return gids
 
 
 def host_type(name: str) -> HostType:
@@ -173,11 +203,13 @@ class DockerRun:
         return " \\\n    ".join(lines) + "\n"
 
 
-_VALUED = {"--name", "--runtime", "-e", "--device", "-v", "--network", "--shm-size", "--ipc", "--stop-timeout"}
+_VALUED = {"--name", "--runtime", "-e", "--device", "-v", "--network", "--shm-size", "--ipc", "--stop-timeout",
+           "--user", "--group-add"}  # fmt: skip
 
 
-def docker_run(opts: RunOptions, cwd: Path | None = None) -> DockerRun:
-    """Validate the options (one line per refusal) and compose the ``docker run`` argv."""
+def docker_run(opts: RunOptions, cwd: Path | None = None, root: Path = Path("/")) -> DockerRun:
+    """Validate the options (one line per refusal) and compose the ``docker run`` argv; the groups the
+    NPUs need are read from the device nodes and driver paths under ``root`` (this host)."""
     if not opts.image:
         raise UserError("--image is required: the tag `invoke build` printed, e.g. ascend-llm-stack:8.1.rc1-910b-...")
     if not opts.command:
@@ -214,6 +246,8 @@ def docker_run(opts: RunOptions, cwd: Path | None = None) -> DockerRun:
             raise UserError(f"--env {item!r}: expected NAME=VALUE")
         if item.split("=", 1)[0] == "ASCEND_VISIBLE_DEVICES":
             raise UserError("--env ASCEND_VISIBLE_DEVICES=...: choose the NPUs with --npus (and --runtime ascend)")
+    if opts.user is not None and not _USER.match(opts.user):
+        raise UserError(f"--user {opts.user}: a user or uid, optionally :group or :gid, e.g. root or 1000:1000")
     mounts = [parse_mount(m, cwd) for m in opts.mounts]
     targets = [t for _, t, _ in mounts]
     clash = sorted({t for t in targets if targets.count(t) > 1})
@@ -230,7 +264,10 @@ def docker_run(opts: RunOptions, cwd: Path | None = None) -> DockerRun:
     if opts.interactive:
         argv += ["--interactive", "--tty"]
     argv.append("--init")
+    if opts.user is not None:
+        argv += ["--user", opts.user]
     host_paths: list[str] = []
+    npu_paths = [f"/dev/davinci{i}" for i in ids] + (list(MANAGEMENT_DEVICES) if ids else [])
     if runtime:
         argv += ["--runtime", runtime, "-e", f"ASCEND_VISIBLE_DEVICES={device_list(ids)}"]
         for path in RUNTIME_MOUNTS:
@@ -243,6 +280,9 @@ def docker_run(opts: RunOptions, cwd: Path | None = None) -> DockerRun:
         for path in DRIVER_MOUNTS:
             argv += ["-v", f"{path}:{path}:ro"]
         host_paths += devices + list(DRIVER_MOUNTS)
+    if ids and (opts.user or "").split(":")[0] not in ROOT_USERS:
+        for gid in access_groups(npu_paths, DRIVER_MOUNTS, root):  # Ascend Docker Runtime mounts them too
+            argv += ["--group-add", str(gid)]
     argv += ["--network", opts.network]
     argv += ["--ipc", "host"] if opts.ipc_host else ["--shm-size", shm]
     argv += ["--stop-timeout", str(STOP_TIMEOUT)]

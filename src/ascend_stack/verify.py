@@ -31,6 +31,7 @@ from .container import inspect_image
 from .errors import UserError
 from .lock import LOCK_DIR, Lock, lock_path
 from .matrix import Matrix
+from .run import access_groups
 from .target import Target, resolve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +96,9 @@ BUILD_ONLY_VARIABLES = (
     "DNF_OPTS",
     "APT_MIRROR",
 )
+# CANN variables the runtime layer sets itself (not set_env.sh): where the non-root user's kernel
+# cache and work files go (render.RuntimeUser.env).
+USER_PATH_VARIABLES = tuple(name for name in render.RuntimeUser().env() if name.startswith("ASCEND_"))
 # Kernel directories under opp/built-in/op_impl/ai_core/tbe/kernel per matrix chip key.
 KERNEL_DIRS = {"910b": "ascend910b", "A3": "ascend910_93"}
 SEARCH_PATHS = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "ASCEND_CUSTOM_OPP_PATH")
@@ -285,7 +289,8 @@ def env_problems(
         if stale:
             problems.append(f"{name} has {', '.join(stale)}, which set_env.sh does not add")
     for name in sorted(image_env):
-        if CANN_VARIABLE.match(name) and name not in added and name not in RUNTIME_ONLY_VARIABLES:
+        own = name in RUNTIME_ONLY_VARIABLES or name in USER_PATH_VARIABLES
+        if CANN_VARIABLE.match(name) and name not in added and not own:
             problems.append(f"{name}={image_env[name]!r} is in the image but set_env.sh does not set it")
     return problems
 
@@ -315,12 +320,15 @@ def npu_run_args(devices: str | None = None, dev: Path = Path("/dev")) -> list[s
     if not found:
         return []
     args: list[str] = []
-    for path in [*found, *(dev / name for name in NPU_CONTROL_DEVICES)]:
-        if path.exists():
-            args += ["--device", str(path)]
-    for path in DRIVER_MOUNTS:
-        if Path(path).exists():
-            args += ["--volume", f"{path}:{path}:ro"]
+    nodes = [str(p) for p in [*found, *(dev / name for name in NPU_CONTROL_DEVICES)] if p.exists()]
+    for node in nodes:
+        args += ["--device", node]
+    mounts = [path for path in DRIVER_MOUNTS if Path(path).exists()]
+    for path in mounts:
+        args += ["--volume", f"{path}:{path}:ro"]
+    # The checks run as the image's non-root user, as a stage does: the groups `invoke run` would add.
+    for gid in access_groups(nodes, mounts):
+        args += ["--group-add", str(gid)]
     return [*args, "--shm-size", "1g"]
 
 

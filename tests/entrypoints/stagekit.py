@@ -117,6 +117,21 @@ def make_checkpoint(path: Path, tp: int, pp: int, iteration: int = 1, skip: Sequ
     return path
 
 
+def make_dist_checkpoint(path: Path, iteration: int = 10) -> Path:
+    """Stand-in for a Megatron distributed (torch_dist) checkpoint: the tracker and iter_NNNNNNN/ with
+    megatron.core.dist_checkpointing's metadata.json (its real content), an empty common.pt and one
+    empty *.distcp shard; no mp_rank_* folders. Preflight reads only the names and metadata.json."""
+    it = path / f"iter_{iteration:07d}"
+    it.mkdir(parents=True, exist_ok=True)
+    metadata = {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch",
+                "common_backend_version": 1}  # fmt: skip
+    (it / "metadata.json").write_text(json.dumps(metadata))
+    (it / "common.pt").write_bytes(b"")
+    (it / "__0_0.distcp").write_bytes(b"")
+    (path / "latest_checkpointed_iteration.txt").write_text(str(iteration))
+    return path
+
+
 def make_hf_dir(path: Path, config: dict[str, Any] | None = None, weights: bool = True) -> Path:
     """Stand-in for a downloaded HuggingFace model dir: a real Qwen3 config.json, placeholder tokenizer
     files and empty weights (preflight checks presence and the config, never loads them)."""
@@ -196,6 +211,12 @@ def parse_command(script: str) -> dict[str, list[str]]:
         elif key is not None:
             flags[key].append(token)
     return flags
+
+
+def parse_entry(script: str) -> str:
+    """The entry script (``*.py``) a rendered script runs."""
+    command = script[script.index("\nexec ") + 1 :].split(" <<'")[0]
+    return next(t for t in shlex.split(command.replace("\\\n", " ")) if t.endswith(".py"))
 
 
 def parse_launcher(script: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from ascend_llm.environment import libgomp_preloads, parse_env_assignments
 from ascend_llm.errors import UsageError
 from ascend_llm.stages import STAGES
-from stagekit import make_checkpoint, make_devices, make_mindspeed_home, parse_command
+from stagekit import make_checkpoint, make_devices, make_mindspeed_home, parse_command, parse_entry
 
 STAGE_NAMES = [
     "convert",
@@ -214,34 +214,117 @@ def test_release_from_stack_json(ascend, world, sysroot, roomy_disk) -> None:
     result = ascend(*argv)
     assert parse_command(result.out)["--prompt-type"] == ["qwen3"]
     assert "on MindSpeed-LLM 2.2.0" in result.out
+    write_stack(sysroot, "2.3.0")
+    assert "on MindSpeed-LLM 26.0.0" in ascend(*argv, "--release", "26.0.0").out, "--release wins over stack.json"
     for old in ("1.0.0", "2.0.0", "9.9.9"):
         write_stack(sysroot, old)
         result = ascend(*argv)
         assert result.code == 2 and len(result.err.strip().splitlines()) == 1
         assert result.err.startswith(f"ascend-llm: unsupported: MindSpeed-LLM {old}")
+        assert "supports 2.1.0, 2.2.0, 2.3.0, 26.0.0, 26.1.0" in result.err
 
 
-def test_enable_thinking_only_on_2_2_0(ascend, world, tmp_path: Path) -> None:
+def test_enable_thinking_from_2_2_0(ascend, world, tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
-    argv = [
-        "preprocess",
-        "--format",
-        "openai",
-        "--input",
-        data,
-        "--output-prefix",
-        tmp_path / "o",
-        "--tokenizer",
-        world.hf,
-        "--enable-thinking",
-        "true",
-        "--dry-run",
-    ]
-    result = ascend(*argv)
-    assert result.code == 2 and "needs MindSpeed-LLM 2.2.0" in result.err
-    flags = parse_command(ascend(*argv, "--release", "2.2.0").out)
-    assert flags["--enable-thinking"] == ["true"] and flags["--prompt-type"] == ["qwen3"]
+    argv = ["preprocess", "--format", "openai", "--input", data, "--output-prefix", tmp_path / "o",
+            "--tokenizer", world.hf, "--dry-run"]  # fmt: skip
+    result = ascend(*argv, "--enable-thinking", "true")
+    assert result.code == 2 and "needs MindSpeed-LLM 2.2.0 or later" in result.err
+    assert "--enable-thinking" not in parse_command(ascend(*argv).out)
+    for release in ("2.2.0", "2.3.0", "26.0.0"):
+        flags = parse_command(ascend(*argv, "--release", release).out)
+        assert flags["--enable-thinking"] == ["true"], "upstream's Qwen3 instruction example passes true"
+        assert flags["--prompt-type"] == ["qwen3"]
+        flags = parse_command(ascend(*argv, "--release", release, "--enable-thinking", "false").out)
+        assert flags["--enable-thinking"] == ["false"]
+        assert "--enable-thinking" not in parse_command(
+            ascend(*argv, "--release", release, "--enable-thinking", "none").out
+        )
+    text = tmp_path / "t.jsonl"
+    text.write_text('{"text": "hello"}\n')
+    pretrain = ["preprocess", "--format", "pretrain", "--input", text, "--output-prefix", tmp_path / "p",
+                "--tokenizer", world.hf, "--dry-run", "--release", "2.2.0"]  # fmt: skip
+    assert "--enable-thinking" not in parse_command(ascend(*pretrain).out), "pretraining text has no chat template"
+
+
+def stage_lines(ascend, world, sysroot, release: str | None, *extra: str) -> dict[str, dict[str, list[str]]]:
+    """Entry script and flags of every MindSpeed-LLM stage's dry-run on an image of ``release``."""
+    if release:
+        write_stack(sysroot, release)
+    lora = make_checkpoint(world.root / "lora", 2, 2)
+    (lora / "ascend_llm_lora.json").write_text('{"lora_r": 16, "lora_alpha": 32}')
+    raw = world.root / "alpaca.jsonl"
+    raw.write_text('{"instruction": "i", "input": "", "output": "o"}\n')
+    (world.root / "mmlu").mkdir(exist_ok=True)
+    m = ["--model", "qwen3-14b"]
+    train = ["--save", world.out, "--tokenizer", world.hf]
+    commands = {
+        "convert hf2mcore": ["convert", "hf2mcore", *m, "--load", world.hf, "--save", world.out],
+        "convert mcore2hf": ["convert", "mcore2hf", *m, "--load", world.checkpoint(8, 1), "--hf-dir", world.hf],
+        "convert mcore2mcore": ["convert", "mcore2mcore", *m, "--load", world.checkpoint(8, 1), "--save", world.out,
+                                "--tp", "2", "--pp", "2"],
+        "convert lora-merge": ["convert", "lora-merge", *m, "--load", world.checkpoint(2, 2), "--lora-load", lora,
+                               "--to", "hf", "--hf-dir", world.hf],
+        "preprocess": ["preprocess", "--format", "alpaca", "--input", raw, "--output-prefix", world.root / "p",
+                       "--tokenizer", world.hf],
+        "pretrain": ["pretrain", *m, "--data", world.pretrain_data, *train, "--tp", "8", "--pp", "1"],
+        "sft": [*world.sft_args()],
+        "lora": ["lora", *m, "--load", world.checkpoint(2, 2), "--data", world.sft_data, *train],
+        "generate": ["generate", *m, "--load", world.checkpoint(4, 1), "--tokenizer", world.hf],
+        "evaluate": ["evaluate", *m, "--task", "mmlu", "--load", world.checkpoint(2, 1), "--tokenizer", world.hf,
+                     "--data", world.root / "mmlu"],
+    }  # fmt: skip
+    out = {}
+    for name, argv in commands.items():
+        result = ascend(*argv, "--dry-run", *extra)
+        assert result.code == 0, f"{name}: {result.err}"
+        entry = parse_entry(result.out)
+        out[name] = {"entry": [entry], **parse_command(result.out)}
+    return out
+
+
+V2_DROPS = ("--use-mcore-models", "--model-type", "--spec", "--params-dtype", "--tokenizer-model")
+
+
+@pytest.mark.parametrize("how", ["stack.json", "--release"])
+def test_26_0_0_stages_run_26_0_0s_entry_scripts_and_flags(ascend, world, sysroot, roomy_disk, how: str) -> None:
+    """On an image whose stack.json says 26.0.0 the stages pick 26.0.0 without --release."""
+    lines = stage_lines(
+        ascend, world, sysroot, *(("26.0.0",) if how == "stack.json" else (None, "--release", "26.0.0"))
+    )
+    for name in ("convert hf2mcore", "convert mcore2hf"):
+        assert lines[name]["entry"] == ["convert_ckpt_v2.py"], name
+        assert not set(V2_DROPS) & set(lines[name]), f"{name}: convert_ckpt_v2.py takes none of {V2_DROPS}"
+    assert lines["convert mcore2hf"]["--save-dir"] == [f"{world.hf}/mg2hf"], "never over the original weights"
+    assert lines["convert mcore2hf"]["--hf-cfg-dir"] == [str(world.hf)]
+    assert lines["convert lora-merge"]["entry"] == lines["convert mcore2mcore"]["entry"] == ["convert_ckpt.py"]
+    for name in ("pretrain", "sft", "lora", "generate", "evaluate"):
+        assert lines[name]["--transformer-impl"] == ["local"], name
+        assert "--ckpt-format" not in lines[name], "26.0.0 still forces torch; 26.1.0's scripts pass it"
+    for name in ("sft", "lora"):
+        assert "--no-pad-to-seq-lengths" in lines[name] and "--variable-seq-lengths" not in lines[name]
+        assert lines[name]["--prompt-type"] == ["qwen3"]
+    assert lines["preprocess"]["--enable-thinking"] == ["true"]
+
+
+def test_2_3_0_differs_from_26_0_0_where_its_examples_do(ascend, world, sysroot, roomy_disk) -> None:
+    lines = stage_lines(ascend, world, sysroot, "2.3.0")
+    assert lines["convert hf2mcore"]["entry"] == lines["convert mcore2hf"]["entry"] == ["convert_ckpt_v2.py"]
+    assert "--hf-cfg-dir" not in lines["convert mcore2hf"], "2.3.0's convert_ckpt_v2.py has no --hf-cfg-dir"
+    for name in ("pretrain", "sft", "lora", "generate", "evaluate"):
+        assert "--transformer-impl" not in lines[name], "2.3.0 forces the local implementation itself"
+    assert "--no-pad-to-seq-lengths" in lines["sft"]
+    old = stage_lines(ascend, world, sysroot, "2.1.0")
+    assert old["convert hf2mcore"]["entry"] == ["convert_ckpt.py"] and "--variable-seq-lengths" in old["sft"]
+
+
+def test_26_1_0_writes_the_torch_checkpoint_format(ascend, world, sysroot, roomy_disk) -> None:
+    lines = stage_lines(ascend, world, sysroot, "26.1.0")
+    for name in ("pretrain", "sft", "lora", "generate", "evaluate"):
+        assert lines[name]["--ckpt-format"] == ["torch"], name
+    assert lines["convert lora-merge"]["entry"] == ["convert_ckpt_v2.py"]
+    assert lines["convert lora-merge"]["--hf-cfg-dir"] == [str(world.hf)]
 
 
 # -- check -----------------------------------------------------------------------------------------

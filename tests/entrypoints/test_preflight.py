@@ -10,11 +10,12 @@ import types
 from pathlib import Path
 
 import pytest
-from ascend_llm import datafiles, preflight
+from ascend_llm import checkpoint, datafiles, preflight
 from ascend_llm.presets import load_preset
 from stagekit import (
     make_checkpoint,
     make_devices,
+    make_dist_checkpoint,
     make_hf_dir,
     make_mindspeed_home,
     make_packed_data,
@@ -81,6 +82,20 @@ def test_save_dir_must_be_writable(ascend, sft_args, world) -> None:
     assert "/proc/1" in line and "docker run -v" in line
     only_line(ascend(*sft_args(**{"--save": world.sft_data + "_packed_labels_document.bin"})), "is a file")
     assert ascend(*sft_args(**{"--save": world.root / "new" / "deeper"})).code == 0
+
+
+def test_a_volume_the_user_cannot_write_names_the_uid_and_gid(ascend, sft_args, world, monkeypatch) -> None:
+    """The image runs as HwHiAiUser: a root-owned volume must say which uid/gid to give it to.
+    (The tests run as root, who may write anywhere, so os.access plays the non-root user here; the
+    integration tests do it for real in the image.)"""
+    out = world.out / "owned-by-root"
+    out.mkdir(parents=True)
+    real = os.access
+    monkeypatch.setattr("ascend_llm.preflight.os.access", lambda p, mode: False if Path(p) == out else real(p, mode))
+    line = only_line(ascend(*sft_args(**{"--save": out / "sft"})), "--save", "not writable")
+    uid, gid = os.getuid(), os.getgid()
+    assert f"{out} is not writable by this container's user (uid {uid}, gid {gid}; it is owned by " in line
+    assert f"sudo chown -R {uid}:{gid} HOST_DIR" in line and "--user root" in line
 
 
 def test_save_dir_needs_room_for_the_checkpoint(ascend, world, tmp_path: Path) -> None:
@@ -235,12 +250,34 @@ def test_checkpoint_must_be_a_complete_megatron_checkpoint(tmp_path: Path, world
     assert "iter_0000007/ is missing" in problem
 
 
-def test_distributed_checkpoints_are_not_judged_by_folders(tmp_path: Path) -> None:
-    ckpt = tmp_path / "dist"
-    (ckpt / "iter_0000010").mkdir(parents=True)
-    (ckpt / "iter_0000010" / "metadata.json").write_text("{}")
-    (ckpt / "latest_checkpointed_iteration.txt").write_text("10")
-    assert preflight.checkpoint_layout(str(ckpt), 8, 1, None) == []
+@pytest.mark.parametrize("release", ["2.1.0", "2.2.0", "2.3.0", "26.0.0", "26.1.0"])
+def test_torch_dist_checkpoints_are_refused_naming_the_flag(ascend, sft_args, world, release: str) -> None:
+    """Every release's converters, and training up to 26.0.0 (which forces the torch format), read only
+    iter_*/mp_rank_* checkpoints; a torch_dist one gets one line naming --ckpt-format torch."""
+    dist = make_dist_checkpoint(world.root / "dist")
+    line = only_line(ascend(*sft_args(**{"--load": dist}), "--release", release), "torch_dist checkpoint")
+    assert "--ckpt-format torch" in line
+    convert = ["convert", "mcore2hf", "--model", "qwen3-14b", "--load", dist, "--hf-dir", world.hf, "--dry-run"]
+    line = only_line(ascend(*convert, "--release", release), "torch_dist checkpoint")
+    assert "--ckpt-format torch" in line and "convert" in line
+
+
+def test_26_1_0_loads_torch_dist_when_the_command_says_so(ascend, sft_args, world) -> None:
+    """26.1.0 no longer forces the format; its scripts pass --ckpt-format torch, which cannot load torch_dist."""
+    dist = make_dist_checkpoint(world.root / "dist")
+    argv = [*sft_args(**{"--load": dist}), "--release", "26.1.0"]
+    line = only_line(ascend(*argv), "torch_dist checkpoint")
+    assert "-- --ckpt-format torch_dist" in line
+    for extra in (["--ckpt-format", "torch_dist"], ["--auto-detect-ckpt-format"]):
+        result = ascend(*argv, "--", *extra)
+        assert result.code == 0, result.err
+    assert ascend(*sft_args(**{"--load": dist}), "--release", "26.0.0", "--", "--ckpt-format", "torch_dist").code == 2
+
+
+def test_read_layout_tells_the_formats_apart(tmp_path: Path) -> None:
+    assert checkpoint.read_layout(make_dist_checkpoint(tmp_path / "d")).format == "torch_dist"
+    layout = checkpoint.read_layout(make_checkpoint(tmp_path / "t", 2, 4))
+    assert (layout.format, layout.tp, layout.pp) == ("torch", 2, 4)
 
 
 # -- divisibility --------------------------------------------------------------------------------

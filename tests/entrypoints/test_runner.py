@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from ascend_llm.checkpoint import is_hf_model_dir
 from ascend_llm.errors import EXIT_CHECKPOINT_NOT_LOADED
 from ascend_llm.runner import children_of, run_script
 from stagekit import make_devices, make_mindspeed_home
@@ -302,3 +303,32 @@ def test_plain_commands_run_as_themselves(script_env) -> None:
         timeout=TIMEOUT,
     )
     assert done.returncode == 127 and "neither a stage" in done.stderr and "Traceback" not in done.stderr
+
+
+# Stand-in for MindSpeed-LLM 2.3.0's convert_ckpt_v2.py mg -> hf: like the real one it writes the
+# safetensors and their index into --save-dir and nothing else (no config.json, no tokenizer;
+# checkpoint_convert_v2.md says so). It converts nothing: the shard is empty.
+FAKE_V2 = textwrap.dedent("""\
+    import json, os, sys
+    save = sys.argv[sys.argv.index("--save-dir") + 1]
+    os.makedirs(save, exist_ok=True)
+    open(os.path.join(save, "model-00001-of-00001.safetensors"), "wb").close()
+    with open(os.path.join(save, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": 0}, "weight_map": {}}, f)
+""")
+
+
+def test_2_3_0_mcore2hf_leaves_loadable_hf_weights(ascend, world, roomy_disk) -> None:
+    """2.3.0's converter writes weights only; ascend-llm adds the config so transformers can load the result."""
+    home = make_mindspeed_home()
+    (home / "convert_ckpt_v2.py").write_text(FAKE_V2)
+    hf = world.hf
+    (hf / "generation_config.json").write_text('{"do_sample": true}')
+    argv = ["convert", "mcore2hf", "--model", "qwen3-14b", "--load", world.checkpoint(8, 1), "--hf-dir", hf]
+    result = ascend(*argv, "--release", "2.3.0")
+    assert result.code == 0, result.err
+    out = hf / "mg2hf"
+    assert (out / "config.json").read_text() == (hf / "config.json").read_text()
+    assert (out / "generation_config.json").is_file() and (out / "model-00001-of-00001.safetensors").is_file()
+    assert is_hf_model_dir(out)
+    assert list(hf.glob("*.safetensors")) == [hf / "model-00001-of-00001.safetensors"], "the original is untouched"

@@ -197,11 +197,23 @@ def lock(pytestconfig: pytest.Config, target: Any) -> Lock:
 
 
 @pytest.fixture(scope="session")
-def host(image: str, pytestconfig: pytest.Config) -> Iterator[Any]:
-    """A testinfra host on a container of the image, started once and always removed."""
+def box(image: str, pytestconfig: pytest.Config) -> Iterator[containers.Container]:
+    """A container of the image, started once and always removed."""
     run_args = [*npu_run_args(pytestconfig.getoption("--devices")), *pytestconfig.getoption("--docker-arg")]
-    with containers.running(image, run_args) as box:
-        yield testinfra.get_host(f"docker://{box.id}")
+    with containers.running(image, run_args) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def host(box: containers.Container) -> Any:
+    """A testinfra host on the container, as root: the checks must see every file, whoever owns it."""
+    return testinfra.get_host(f"docker://root@{box.id}")
+
+
+@pytest.fixture(scope="session")
+def user_host(box: containers.Container) -> Any:
+    """The same container as the image's own user (its USER): what a stage sees."""
+    return testinfra.get_host(f"docker://{box.id}")
 
 
 @pytest.fixture(scope="session")
@@ -240,8 +252,10 @@ def cann_standin(host: Any, cann_home: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def npu_host(host: Any, cann_standin: str | None) -> Any:
-    """The host, for tier-2 checks: skipped, with the reason, unless NPUs and the driver are in the container."""
+def npu_host(user_host: Any, cann_standin: str | None) -> Any:
+    """The image's own user, for tier-2 checks (the NPUs must work without root): skipped, with the
+    reason, unless NPUs and the driver are in the container."""
+    host = user_host
     devices = host.run("ls /dev | grep -E '^davinci[0-9]+$'").stdout.split()
     if not devices:
         pytest.skip("no Ascend NPU here (no /dev/davinci* in the container): run tier 2 on an Ascend host")

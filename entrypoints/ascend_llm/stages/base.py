@@ -20,7 +20,7 @@ from ascend_llm.errors import UsageError
 from ascend_llm.launcher import Rendezvous
 from ascend_llm.options import Option
 from ascend_llm.presets import Preset, available_presets, load_preset_file
-from ascend_llm.release import Release, read_stack
+from ascend_llm.release import Command, Release, read_stack, resolve_release
 from ascend_llm.script import Arg, LaunchScript, args_from, cann_setup, group_tokens
 
 PATH_OPTIONS = {
@@ -63,7 +63,15 @@ RESERVED = {
 
 
 class StageArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line instead of usage + error."""
+    """argparse that reports a usage error in one line instead of usage + error, and builds the
+    epilog (which reads every preset) only when --help shows it."""
+
+    epilog_factory: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.epilog_factory is not None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
 
     def error(self, message: str) -> None:  # type: ignore[override]
         stage = self.prog.replace("ascend-llm ", "", 1)
@@ -144,6 +152,15 @@ class Stage:
         """Deliver the first SIGTERM to the workers only (training stages)."""
         return False
 
+    def command_key(self, req: StageRequest) -> str:
+        """The release-table command this request runs (one of release.COMMANDS)."""
+        return self.name
+
+    def command(self, req: StageRequest) -> Command:
+        """How the request's MindSpeed-LLM release runs it: entry script and flag changes."""
+        assert req.release is not None
+        return req.release.command(self.command_key(req))
+
     # -- hooks ------------------------------------------------------------------------------
     def validate(self, req: StageRequest) -> None:
         """Usage-level checks (required options, conflicts); raise UsageError."""
@@ -171,9 +188,9 @@ class Stage:
             prog=f"ascend-llm {self.name}",
             description=f"{self.summary}\n\n{self.description}".strip(),
             formatter_class=HelpFormatter,
-            epilog=self.epilog(),
             add_help=True,
         )
+        parser.epilog_factory = self.epilog
         if self.actions:
             parser.add_argument(
                 "action",
@@ -195,13 +212,20 @@ class Stage:
         stage = self.preset_stage(None)
         keys = [o.preset_key for o in self.options() if o.preset_key]
         if stage and keys:
+            try:
+                release: Release | None = resolve_release(None, read_stack())
+            except UsageError:
+                release = None
             lines.append("")
-            lines.append(f"Model presets (--model) and their {stage} defaults:")
+            on = f" on MindSpeed-LLM {release.version}" if release else ""
+            lines.append(f"Model presets (--model) and their {stage} defaults{on}:")
             for name, path in available_presets().items():
                 try:
                     preset = load_preset_file(path)
                 except UsageError:
                     continue
+                if release:
+                    preset = release.preset(preset)
                 values = preset.stage(stage).values
                 shown = " ".join(f"{k}={values[k]}" for k in dict.fromkeys(keys) if k in values)
                 lines.append(f"  {name:<12} {shown}")
@@ -242,6 +266,25 @@ def flag_args(flags: dict[str, Any]) -> list[Arg]:
 
 def tokenizer_args(tokenizer: str) -> list[Arg]:
     return [Arg("--tokenizer-type", ("PretrainedFromHF",)), Arg("--tokenizer-name-or-path", (tokenizer,))]
+
+
+def passthrough_value(extra: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` among the ``-- ...`` args ("" for a bare switch), None if absent."""
+    found = None
+    for group in group_tokens(extra):
+        if group.flag == flag:
+            found = " ".join(group.values)
+    return found
+
+
+def load_formats(req: StageRequest, command: Command) -> tuple[tuple[str, ...], str]:
+    """Checkpoint formats this training or inference command loads (see preflight.loadable_formats)."""
+    from ascend_llm import preflight
+
+    ckpt_format = passthrough_value(req.extra, "--ckpt-format") or command.add.get("--ckpt-format")
+    if passthrough_value(req.extra, "--auto-detect-ckpt-format") is not None:
+        ckpt_format = "torch_dist"
+    return preflight.loadable_formats(req.release, ckpt_format)
 
 
 def merge_extra(args: list[Arg], extra: Sequence[str]) -> list[Arg]:

@@ -1,8 +1,9 @@
 """``ascend-llm check``: is this image complete, and does the host give it what it needs?
 
 Compares the installed stack with /etc/ascend-llm-stack/stack.json (the values the image labels
-carry), the host driver with the row's HDK minimum, and looks for the devices and mounts that
-``docker run`` must pass. Prints one line per item; exits 1 with an actionable line per problem.
+carry), the host driver with the row's HDK minimum, the image's chip with the host's NPUs
+(``npu-smi info``), and looks for the devices and mounts that ``docker run`` must pass. Prints one
+line per item; exits 1 with an actionable line per problem.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import sys
 from typing import Any
 
+from ascend_llm import chip
 from ascend_llm.options import Option, common, opt
 from ascend_llm.release import STACK_JSON, read_stack
 from ascend_llm.script import LaunchScript
@@ -187,6 +189,11 @@ class CheckStage(Stage):
             "no NPU visible (/dev/davinciN): pass --device /dev/davinci0 ... or use the Ascend Docker Runtime "
             "with -e ASCEND_VISIBLE_DEVICES=0-7",
         )
+        smi = chip.run_npu_smi() if ids and stack.get("chip") else None
+        host = chip.host_chip(smi) if smi else None
+        if host is not None:
+            problem = chip.mismatch(stack, host)
+            row("chip", stack.get("chip"), f"{host['chip']} ({host['name']})", problem is None, problem or "")
         if ids:
             missing = [n for n in DEVICE_NODES if not sysroot_path(f"/dev/{n}").exists()]
             row(

@@ -1,8 +1,10 @@
-"""``ascend-llm convert``: checkpoint conversion through MindSpeed-LLM's convert_ckpt.py."""
+"""``ascend-llm convert``: checkpoint conversion through MindSpeed-LLM's convert_ckpt.py, or
+convert_ckpt_v2.py where the release table says so (Qwen3 HF <-> mcore from 2.3.0)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,12 +17,13 @@ from ascend_llm.script import Arg, LaunchScript
 from ascend_llm.stages.base import Stage, StageRequest, base_script, merge_extra, python
 from ascend_llm.stages.lora_args import lora_cli_args, lora_options, lora_problems, resolve_lora
 
-ENTRY = "convert_ckpt.py"
+V1 = "convert_ckpt.py"
 MG2HF = "mg2hf"
+HF_CONFIG_FILES = ("config.json", "generation_config.json")
 
 
 class ConvertStage(Stage):
-    """convert_ckpt.py in its four modes; the target layout follows the stage that loads it next."""
+    """convert_ckpt(_v2).py in four modes; the target layout follows the stage that loads it next."""
 
     name = "convert"
     summary = "Convert checkpoints: hf2mcore, mcore2hf, mcore2mcore (re-shard), lora-merge."
@@ -33,8 +36,8 @@ mcore2hf     Megatron checkpoint -> HuggingFace weights. Upstream writes the res
 lora-merge   Merge a LoRA checkpoint (--lora-load) into its base (--load), --to mcore (--save) or
              --to hf (<hf-dir>/mg2hf/). The LoRA arguments come from the record the lora stage wrote.
 
-Conversion runs on the CPU in one process (python convert_ckpt.py); the output is bf16."""
-    entry = ENTRY
+Conversion runs on the CPU in one process (python convert_ckpt.py, or convert_ckpt_v2.py for Qwen3
+HF <-> mcore from MindSpeed-LLM 2.3.0 and LoRA merges to HF from 26.1.0); the output is bf16."""
     actions = ("hf2mcore", "mcore2hf", "mcore2mcore", "lora-merge")
     action_help = "what to convert"
 
@@ -83,6 +86,11 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
     def preset_stage(self, action: str | None) -> str | None:
         return None
 
+    def command_key(self, req: StageRequest) -> str:
+        if req.action == "lora-merge" and req.opts.get("to") != "hf":
+            return "convert lora-merge --to mcore"
+        return f"convert {req.action}"
+
     def validate(self, req: StageRequest) -> None:
         """Each mode takes different options; settle TP/PP (HF output is always TP1 PP1) and LoRA args."""
         action = req.action
@@ -129,6 +137,7 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
         """Source of the right kind, a target that has room and is not overwritten, a loadable layout."""
         o, preset, action = req.opts, req.preset, req.action
         assert preset is not None
+        command = self.command(req)
         problems: list[str] = []
         weights = preflight.checkpoint_bytes(preset, "weights")
         if action == "hf2mcore":
@@ -138,9 +147,9 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
                 if not checkpoint.is_hf_model_dir(Path(o["load"])) and not problems:
                     problems.append(f"--load {o['load']} has no *.safetensors / pytorch_model*.bin weights")
             tokenizer = self.tokenizer_model(req)
-            if not os.path.isfile(tokenizer):
+            if command.passes("--tokenizer-model") and not os.path.isfile(tokenizer):
                 problems.append(
-                    f"{tokenizer} not found: convert_ckpt.py's HF loader needs tokenizer.json; "
+                    f"{tokenizer} not found: {command.entry}'s HF loader needs tokenizer.json; "
                     f"pass --tokenizer pointing at it"
                 )
         else:
@@ -151,7 +160,7 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
             problems += preflight.checkpoint_layout_any(o["load"], "--load", hint)
         if action == "mcore2mcore" and not problems:
             layout = checkpoint.read_layout(Path(o["load"]))
-            if layout and (layout.tp, layout.pp) == (o["tp"], o["pp"]) and not o.get("vpp"):
+            if (layout.tp, layout.pp) == (o["tp"], o["pp"]) and not o.get("vpp"):
                 problems.append(
                     f"--load {o['load']} is already {layout.describe()}; nothing to re-shard "
                     f"(pass another --tp/--pp or --for)"
@@ -166,7 +175,7 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
             )
             if os.path.isdir(o["hf_dir"]):
                 problems += preflight.hf_config_matches(o["hf_dir"], preset, "--hf-dir")
-                if not checkpoint.is_hf_model_dir(Path(o["hf_dir"])):
+                if command.entry == V1 and not checkpoint.is_hf_model_dir(Path(o["hf_dir"])):
                     problems.append(
                         f"--hf-dir {o['hf_dir']} has no weights; upstream loads the original HF "
                         f"model to build the output, so pass the full original model directory"
@@ -180,7 +189,7 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
         problems += preflight.transformers_knows(preset.hf_model_type, "convert")
         problems += preflight.writable_dir(o.get("log_dir"), "--log-dir")
         if not req.dry_run:
-            problems += preflight.entry_script(ENTRY)
+            problems += preflight.entry_script(command.entry)
         return problems
 
     def target_clean(self, req: StageRequest) -> list[str]:
@@ -204,7 +213,8 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
         )
 
     def compose(self, req: StageRequest) -> LaunchScript:
-        """The upstream command; --save-dir is <hf-dir> for HF output, because upstream appends mg2hf/."""
+        """The upstream command; --save-dir is <hf-dir> for convert_ckpt.py's HF output, because it appends
+        mg2hf/ (the release table points convert_ckpt_v2.py, which does not, at <hf-dir>/mg2hf itself)."""
         o, preset, action = req.opts, req.preset, req.action
         assert preset is not None
         load_type, save_type = {
@@ -234,15 +244,23 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
             args.append(Arg("--tokenizer-model", (self.tokenizer_model(req),)))
         args.append(Arg("--params-dtype", (preset.params_dtype,)))
         args.append(Arg("--model-type-hf", (preset.hf_model_type,)))
-        script = base_script(req, f"result in {self.target(req)}", [python()], distributed=False, entry=ENTRY)
-        script.args = merge_extra(args, req.extra)
+        command = self.command(req)
+        script = base_script(req, f"result in {self.target(req)}", [python()], distributed=False, entry=command.entry)
+        script.args = merge_extra(command.apply(args, {**o, "target": self.target(req)}), req.extra)
         if o.get("hf_dir"):
-            script.notes.append(f"upstream writes the HF weights into <hf-dir>/{MG2HF}/: {self.target(req)}")
+            script.notes.append(f"the HF weights go to <hf-dir>/{MG2HF}/: {self.target(req)}")
+            if command.copy_hf_config:
+                script.notes.append(
+                    f"{command.entry} writes weights only; ascend-llm copies {', '.join(HF_CONFIG_FILES)} "
+                    f"from --hf-dir when it succeeds"
+                )
         else:
             script.make_dirs.append(o["save"])
         return script
 
     def after_run(self, req: StageRequest, code: int) -> None:
+        if code == 0 and req.opts.get("hf_dir") and self.command(req).copy_hf_config:
+            copy_hf_config(Path(req.opts["hf_dir"]), Path(self.target(req)))
         if code == 0:
             what = (
                 "HF weights (config + safetensors; the tokenizer stays in --hf-dir)"
@@ -250,3 +268,11 @@ Conversion runs on the CPU in one process (python convert_ckpt.py); the output i
                 else f"Megatron checkpoint, TP{req.opts['tp']} PP{req.opts['pp']}"
             )
             sys.stderr.write(f"ascend-llm: {what} written to {self.target(req)}\n")
+
+
+def copy_hf_config(hf_dir: Path, target: Path) -> None:
+    """Copy the model config next to HF weights written without one (what convert_ckpt.py writes)."""
+    for name in HF_CONFIG_FILES:
+        source = hf_dir / name
+        if source.is_file() and not (target / name).exists():
+            shutil.copyfile(source, target / name)

@@ -16,13 +16,14 @@ from ascend_llm.stages.base import Stage, StageRequest, base_script, log_dir_def
 from ascend_llm.stages.inference import inference_args, inference_problems
 from ascend_llm.stages.lora_args import lora_options, resolve_lora
 
-ENTRY = "evaluation.py"
 BENCHMARKS: dict[str, int] = {
-    # --max-new-tokens per task, from MindSpeed-LLM 2.1.0's example evaluation scripts
+    # --max-new-tokens per task, from MindSpeed-LLM 2.1.0's example evaluation scripts; gsm8k from its
+    # guide (docs/pytorch/solutions/evaluation/evaluation_datasets/gsm8k_evaluation.md: 512, so the
+    # worked answers are not cut short; the examples' 256 cuts them)
     "mmlu": 2,
     "ceval": 3,
     "cmmlu": 5,
-    "gsm8k": 256,
+    "gsm8k": 512,
     "boolq": 1,
     "bbh": 32,
     "agieval": 1,
@@ -61,7 +62,6 @@ class EvaluateStage(Stage):
     (--load, e.g. <hf-dir>/mg2hf from `convert mcore2hf`) on an NPU when torch_npu sees one, else on
     the CPU; exact match after stripping <think>...</think> and normalising whitespace; per-label
     counts; writes a JSON report (--output)."""
-    entry = ENTRY
 
     def options(self) -> list[Option]:
         return [
@@ -152,7 +152,7 @@ class EvaluateStage(Stage):
             problems = preflight.path_exists(
                 req.opts["data"], "--data", "file or directory", f"pass the {req.opts['task']} data directory"
             )
-            return problems + inference_problems(req, self.name, ENTRY)
+            return problems + inference_problems(req, self.name, self.command(req))
         return accuracy_problems(req)
 
     def compose(self, req: StageRequest) -> LaunchScript:
@@ -192,15 +192,16 @@ class EvaluateStage(Stage):
             Arg("--no-chat-template"),
             Arg("--max-new-tokens", (str(o["max_new_tokens"]),)),
         ]
+        command = self.command(req)
         script = base_script(
             req,
             f"{o['task']} on {rdzv.world_size} NPU(s), TP{o['tp']} PP{o['pp']}",
             ["torchrun"],
             distributed=True,
-            entry=ENTRY,
+            entry=command.entry,
         )
         script.launcher_args = [Arg(flag, (value,)) for flag, value in rdzv.torchrun_args()]
-        script.args = merge_extra(args, req.extra)
+        script.args = merge_extra(command.apply(args, o), req.extra)
         return script
 
 

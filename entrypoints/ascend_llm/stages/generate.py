@@ -11,7 +11,6 @@ from ascend_llm.stages.base import Stage, StageRequest, base_script, merge_extra
 from ascend_llm.stages.inference import inference_args, inference_problems
 from ascend_llm.stages.lora_args import lora_options, resolve_lora
 
-ENTRY = "inference.py"
 TASKS = ("greedy", "do_sample", "beam_search", "beam_search_with_sampling")
 CHAT_COMMANDS = {"q", "quit", "exit", "clear", "new"}
 
@@ -28,7 +27,6 @@ Upstream's default runs every task, ending in an interactive chat that hangs a b
   ascend-llm generate --task beam_search ...   any of upstream's non-interactive tasks
   ascend-llm generate chat ...                 the interactive chat (docker run -it)
 --lora-load loads LoRA weights on top of --load, with the arguments recorded at training time."""
-    entry = ENTRY
     actions = ("chat",)
     action_required = False
     action_help = "'chat' for the interactive chat (needs a terminal: docker run -it)"
@@ -103,7 +101,7 @@ Upstream's default runs every task, ending in an interactive chat that hangs a b
             req.opts.update(resolve_lora(req))
 
     def preflight(self, req: StageRequest) -> list[str]:
-        return inference_problems(req, self.name, ENTRY)
+        return inference_problems(req, self.name, self.command(req))
 
     def compose(self, req: StageRequest) -> LaunchScript:
         """--prompt becomes upstream's chat task with the prompts and 'quit' on stdin (a heredoc)."""
@@ -119,11 +117,16 @@ Upstream's default runs every task, ending in an interactive chat that hangs a b
                 if o.get(key) is not None:
                     args.append(Arg("--" + key.replace("_", "-"), (str(o[key]),)))
         args.append(Arg("--task", tuple(tasks)))
+        command = self.command(req)
         script = base_script(
-            req, f"{rdzv.world_size} NPU(s), TP{o['tp']} PP{o['pp']}", ["torchrun"], distributed=True, entry=ENTRY
+            req,
+            f"{rdzv.world_size} NPU(s), TP{o['tp']} PP{o['pp']}",
+            ["torchrun"],
+            distributed=True,
+            entry=command.entry,
         )
         script.launcher_args = [Arg(flag, (value,)) for flag, value in rdzv.torchrun_args()]
-        script.args = merge_extra(args, req.extra)
+        script.args = merge_extra(command.apply(args, o), req.extra)
         if prompts:
             script.stdin_lines = [*prompts, "quit"]
             script.notes.append("the prompts are fed to upstream's chat task on stdin, then 'quit'")

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from ascend_llm import preflight
+from ascend_llm.release import Command
 from ascend_llm.script import Arg
-from ascend_llm.stages.base import StageRequest, flag_args, model_args, tokenizer_args
+from ascend_llm.stages.base import StageRequest, flag_args, load_formats, model_args, tokenizer_args
 from ascend_llm.stages.lora_args import lora_cli_args, lora_problems
 
 
-def inference_problems(req: StageRequest, stage: str, entry: str) -> list[str]:
+def inference_problems(req: StageRequest, stage: str, command: Command) -> list[str]:
     """The checks generate and evaluate share (tokenizer, checkpoint layout, LoRA record, devices)."""
     o, preset, rdzv = req.opts, req.preset, req.rdzv
     assert preset is not None and rdzv is not None
     problems: list[str] = []
     problems += preflight.tokenizer_dir(o["tokenizer"])
-    problems += preflight.checkpoint_layout(o["load"], o["tp"], o["pp"], preset)
+    problems += preflight.checkpoint_layout(o["load"], o["tp"], o["pp"], preset, formats=load_formats(req, command))
     problems += lora_problems(req)
     problems += preflight.writable_dir(o.get("log_dir"), "--log-dir")
     problems += preflight.divisibility(preset, o["tp"], o["pp"], 1, rdzv.world_size)
     problems += preflight.devices(rdzv.nproc_per_node, rdzv.nnodes, req.dry_run)
     problems += preflight.transformers_knows(preset.hf_model_type, stage)
     if not req.dry_run:
-        problems += preflight.entry_script(entry)
+        problems += preflight.entry_script(command.entry)
     return problems
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ascend_llm import __version__, checkpoint
+from ascend_llm import __version__, checkpoint, preflight
 from ascend_llm.options import Option, opt
 from ascend_llm.script import Arg
 from ascend_llm.stages.base import StageRequest
@@ -65,6 +65,24 @@ them back so merge and inference use the values the adapters were trained with."
                 f"--save {req.opts['save']} holds a LoRA run with {old}; use a new --save or the same LoRA arguments"
             ]
         return []
+
+    def load_args(self, req: StageRequest) -> list[Arg]:
+        """Resume: the base checkpoint again plus the adapters saved so far (upstream's --lora-load)."""
+        resume = self.resume_load(req)
+        if not resume:
+            return super().load_args(req)
+        return [Arg("--load", (req.opts["load"],)), Arg("--lora-load", (resume,)), Arg("--exit-on-missing-checkpoint")]
+
+    def loaded(self, req: StageRequest) -> str | None:
+        return req.opts.get("load")  # a resume loads the base again, and the adapters with --lora-load
+
+    def preflight(self, req: StageRequest) -> list[str]:
+        """A resumed run's adapters must be split like the base, as --tp/--pp."""
+        problems = super().preflight(req)
+        resume = self.resume_load(req)
+        if resume and req.preset:
+            problems += preflight.checkpoint_layout(resume, req.opts["tp"], req.opts["pp"], req.preset, "--save")
+        return problems
 
     def tune_args(self, req: StageRequest) -> list[Arg]:
         args = super().tune_args(req) + lora_cli_args(req.opts)

@@ -14,7 +14,6 @@ from ascend_llm.options import Option, common, opt, positive_int
 from ascend_llm.script import Arg, LaunchScript
 from ascend_llm.stages.base import Stage, StageRequest, base_script, merge_extra, python
 
-ENTRY = "preprocess_data.py"
 HANDLERS = {
     "pretrain": "GeneralPretrainHandler",
     "alpaca": "AlpacaStyleInstructionHandler",
@@ -49,7 +48,6 @@ class PreprocessStage(Stage):
 --format openai    "messages" with role/content (user/assistant/system), as in the seed's business
                    data -> the same packed files (ShareGPT handler with the OpenAI --map-keys).
 The output prefix's directory is created. Pass the bare prefix; preprocessing appends the suffixes."""
-    entry = ENTRY
 
     def options(self) -> list[Option]:
         return [
@@ -76,7 +74,7 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
             opt(
                 "prompt_type",
                 help="chat template of alpaca/sharegpt/openai data",
-                default_text="qwen on MindSpeed-LLM 2.1.0, qwen3 on 2.2.0",
+                default_text="the release's Qwen3 template: qwen on MindSpeed-LLM 2.1.0, qwen3 from 2.2.0",
                 metavar="NAME",
             ),
             opt(
@@ -92,9 +90,12 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
             opt("seq_length", help="sequence length for --pack", type=positive_int, metavar="N"),
             opt(
                 "enable_thinking",
-                help="Qwen3 thinking in the template (MindSpeed-LLM 2.2.0 only)",
-                choices=("true", "false"),
-                metavar="{true,false}",
+                help="Qwen3 thinking in the template of instruction data: true trains on the empty "
+                "<think></think> of answers without one, false strips thoughts, none is upstream's default "
+                "(MindSpeed-LLM 2.2.0 and later)",
+                choices=("true", "false", "none"),
+                metavar="{true,false,none}",
+                default_text="true from 2.2.0, as upstream's Qwen3 instruction example",
             ),
             *common("config", "dry_run", "no_preflight", "log_dir", "env", "release"),
         ]
@@ -117,11 +118,9 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
             raise UsageError("--json-keys is for --format pretrain; instruction data uses --map-keys")
         if req.opts.get("pack") and not req.opts.get("seq_length"):
             raise UsageError("--pack needs --seq-length (the packed sequence length)")
-        if req.opts.get("enable_thinking") and req.release and not req.release.has_enable_thinking:
-            raise UsageError(
-                f"--enable-thinking needs MindSpeed-LLM 2.2.0; this image has "
-                f"{req.release.version}, whose preprocess_data.py does not implement it"
-            )
+        unsupported = self.command(req).unsupported
+        if req.opts.get("enable_thinking") not in (None, "none") and "enable_thinking" in unsupported:
+            raise UsageError(unsupported["enable_thinking"])
         if req.opts.get("map_keys"):
             try:
                 json.loads(req.opts["map_keys"])
@@ -141,6 +140,13 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
         if req.opts["format"] == "pretrain":
             return None
         return req.opts.get("prompt_type") or (req.release.qwen3_prompt_type if req.release else "qwen")
+
+    def enable_thinking(self, req: StageRequest) -> str | None:
+        """--enable-thinking, else the release's default for instruction data (none: not passed)."""
+        if req.opts["format"] == "pretrain":
+            return None
+        value = req.opts.get("enable_thinking") or (req.release.enable_thinking if req.release else None)
+        return None if value in (None, "none") else value
 
     def preflight(self, req: StageRequest) -> list[str]:
         """Input exists and looks like --format says; tokenizer; a bare, writable output prefix."""
@@ -165,7 +171,7 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
         if req.preset:
             problems += preflight.transformers_knows(req.preset.hf_model_type, "preprocess")
         if not req.dry_run:
-            problems += preflight.entry_script(ENTRY)
+            problems += preflight.entry_script(self.command(req).entry)
         return problems
 
     def compose(self, req: StageRequest) -> LaunchScript:
@@ -190,12 +196,14 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
             args.append(Arg("--map-keys", (map_keys,)))
         if o.get("pack"):
             args += [Arg("--pack"), Arg("--seq-length", (str(o["seq_length"]),))]
-        if o.get("enable_thinking"):
-            args.append(Arg("--enable-thinking", (o["enable_thinking"],)))
+        thinking = self.enable_thinking(req)
+        if thinking:
+            args.append(Arg("--enable-thinking", (thinking,)))
         out = o["output_prefix"]
         result = f"{out}_text_document" if fmt == "pretrain" else f"{out}_packed_*_document"
-        script = base_script(req, f"writes {result}.{{bin,idx}}", [python()], distributed=False, entry=ENTRY)
-        script.args = merge_extra(args, req.extra)
+        command = self.command(req)
+        script = base_script(req, f"writes {result}.{{bin,idx}}", [python()], distributed=False, entry=command.entry)
+        script.args = merge_extra(command.apply(args, o), req.extra)
         script.make_dirs.append(str(Path(out).parent))
         use = f"--data {out}_text_document" if fmt == "pretrain" else f"--data {out}"
         script.notes.append(f"then train with {use}")

@@ -16,7 +16,6 @@ class PretrainStage(TrainingStage):
 --data is the prefix with the suffix: <output-prefix>_text_document from
 `ascend-llm preprocess --format pretrain`. Without --load the model starts from random weights.
 The checkpoint under --load must be split as --tp/--pp (preflight prints the re-shard command)."""
-    entry = "pretrain_gpt.py"
     load_required = False
 
     def load_help(self) -> str:

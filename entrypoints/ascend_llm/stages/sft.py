@@ -25,12 +25,12 @@ The checkpoint under --load must be split as --tp/--pp (preflight prints the re-
                 "prompt_type",
                 help="chat template; must be the one used in preprocessing",
                 metavar="NAME",
-                default_text="qwen on MindSpeed-LLM 2.1.0, qwen3 on 2.2.0",
+                default_text="the release's Qwen3 template: qwen on MindSpeed-LLM 2.1.0, qwen3 from 2.2.0",
             ),
             opt(
                 "no_variable_seq_lengths",
-                help="pad every batch to --seq-length instead of the longest "
-                "sample (the seed's choice when aligning precision)",
+                help="pad every batch to --seq-length instead of the longest sample (the seed's choice "
+                "when aligning precision): no --variable-seq-lengths (2.3.0 on: --no-pad-to-seq-lengths)",
                 action="store_true",
             ),
         ]
@@ -42,10 +42,11 @@ The checkpoint under --load must be split as --tp/--pp (preflight prints the re-
         return datafiles.check_packed_data(req.opts["data"], self.name)
 
     def tune_args(self, req: StageRequest) -> list[Arg]:
-        """Upstream's TUNE_ARGS; the prompt type follows the release (qwen on 2.1.0, qwen3 on 2.2.0)."""
+        """Upstream's TUNE_ARGS; the prompt type follows the release table (qwen on 2.1.0, qwen3 on 2.2.0),
+        which also renames --variable-seq-lengths where a release did."""
         prompt_type = req.opts.get("prompt_type") or (req.release.qwen3_prompt_type if req.release else "qwen")
-        args = [
-            Arg("--finetune"),
+        args = [] if self.resume_load(req) else [Arg("--finetune")]  # --finetune would reset the iteration
+        args += [
             Arg("--stage", ("sft",)),
             Arg("--is-instruction-dataset"),
             Arg("--prompt-type", (prompt_type,)),

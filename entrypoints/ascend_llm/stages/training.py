@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from ascend_llm import preflight
+from ascend_llm import checkpoint, preflight
 from ascend_llm.options import Option, common, opt, positive_int
 from ascend_llm.script import Arg, LaunchScript
 from ascend_llm.stages.base import (
@@ -12,6 +13,7 @@ from ascend_llm.stages.base import (
     StageRequest,
     base_script,
     flag_args,
+    load_formats,
     merge_extra,
     model_args,
     tokenizer_args,
@@ -21,7 +23,6 @@ from ascend_llm.stages.base import (
 class TrainingStage(Stage):
     """Base of the three training stages (see pretrain.py, sft.py, lora.py)."""
 
-    entry = "posttrain_gpt.py"
     load_required = True
     bytes_kind = "training"
 
@@ -43,9 +44,10 @@ class TrainingStage(Stage):
             opt(
                 "save_interval",
                 help="save a checkpoint every N iterations",
+                preset_key="save_interval",
                 type=positive_int,
                 metavar="N",
-                default_text="--train-iters (one checkpoint at the end)",
+                default_text="from --model, else --train-iters (one checkpoint at the end)",
             ),
             opt("split", help="train/valid/test split of the data", default="100,0,0", metavar="A,B,C"),
             opt(
@@ -53,6 +55,12 @@ class TrainingStage(Stage):
                 help="TensorBoard event directory; 'none' to disable",
                 metavar="DIR",
                 default_text="<save>/tensorboard",
+            ),
+            opt(
+                "resume",
+                help="continue from the last checkpoint in --save when there is one (weights, optimizer, RNG and "
+                "iteration: no --finetune/--no-load-optim/--no-load-rng); without one, start from --load",
+                action="store_true",
             ),
             opt(
                 "no_exit_signal_handler",
@@ -90,6 +98,17 @@ class TrainingStage(Stage):
             req.opts["tensorboard_dir"] = os.path.join(req.opts["save"], "tensorboard")
         elif str(tb).lower() == "none":
             req.opts["tensorboard_dir"] = None
+        if req.opts.get("resume") and (Path(req.opts["save"]) / checkpoint.TRACKER).is_file():
+            req.state["resume_from"] = req.opts["save"]
+            req.notes.append(f"--resume: continuing from the last checkpoint in {req.opts['save']}")
+
+    def resume_load(self, req: StageRequest) -> str | None:
+        """The checkpoint this run continues from (its own --save), or None for a fresh start."""
+        return req.state.get("resume_from")
+
+    def loaded(self, req: StageRequest) -> str | None:
+        """The checkpoint --load names in the command."""
+        return self.resume_load(req) or req.opts.get("load")
 
     def sequence_parallel(self, req: StageRequest) -> bool:
         flags = req.preset.stage(self.name).flags if req.preset else {}
@@ -105,7 +124,10 @@ class TrainingStage(Stage):
         problems: list[str] = []
         problems += preflight.tokenizer_dir(o["tokenizer"])
         problems += self.data_problems(req)
-        problems += preflight.checkpoint_layout(o.get("load"), o["tp"], o["pp"], preset)
+        command = self.command(req)
+        problems += preflight.checkpoint_layout(
+            self.loaded(req), o["tp"], o["pp"], preset, formats=load_formats(req, command)
+        )
         saves = preflight.saves_count(o["train_iters"], o["save_interval"])
         need = preflight.checkpoint_bytes(preset, self.bytes_kind, saves)
         problems += preflight.writable_dir(o["save"], "--save", need)
@@ -126,7 +148,7 @@ class TrainingStage(Stage):
         problems += preflight.devices(rdzv.nproc_per_node, rdzv.nnodes, req.dry_run)
         problems += preflight.transformers_knows(preset.hf_model_type, self.name)
         if not req.dry_run:
-            problems += preflight.entry_script(self.entry or "")
+            problems += preflight.entry_script(command.entry)
         return problems
 
     def extra_problems(self, req: StageRequest) -> list[str]:
@@ -144,6 +166,21 @@ class TrainingStage(Stage):
         if o.get("vpp"):
             args.append(Arg("--num-layers-per-virtual-pipeline-stage", (str(o["vpp"]),)))
         return args
+
+    def load_args(self, req: StageRequest) -> list[Arg]:
+        """A fresh start loads weights only (upstream's tune scripts); a resume loads everything, as
+        MindSpeed-LLM's checkpoint-resume guide asks (no --no-load-optim/--no-load-rng/--finetune)."""
+        resume, load = self.resume_load(req), req.opts.get("load")
+        if resume:
+            return [Arg("--load", (resume,)), Arg("--exit-on-missing-checkpoint")]
+        if not load:
+            return []
+        return [
+            Arg("--load", (load,)),
+            Arg("--no-load-optim"),
+            Arg("--no-load-rng"),
+            Arg("--exit-on-missing-checkpoint"),
+        ]
 
     def tune_args(self, req: StageRequest) -> list[Arg]:
         """sft/lora: the fine-tuning switches."""
@@ -170,13 +207,7 @@ class TrainingStage(Stage):
         args += flag_args(preset.stage(self.name).flags)
         args += tokenizer_args(o["tokenizer"])
         args += [Arg("--data-path", (self.data_path(req),)), Arg("--split", (o["split"],))]
-        if o.get("load"):
-            args += [
-                Arg("--load", (o["load"],)),
-                Arg("--no-load-optim"),
-                Arg("--no-load-rng"),
-                Arg("--exit-on-missing-checkpoint"),
-            ]
+        args += self.load_args(req)
         args += [
             Arg("--save", (o["save"],)),
             Arg("--log-interval", ("1",)),
@@ -190,15 +221,16 @@ class TrainingStage(Stage):
             args.append(Arg("--tensorboard-dir", (o["tensorboard_dir"],)))
         args += self.tune_args(req)
         args.append(Arg("--distributed-backend", ("nccl",)))
+        command = self.command(req)
         script = base_script(
             req,
             f"{rdzv.world_size} NPU(s), TP{o['tp']} PP{o['pp']}, saves to {o['save']}",
             ["torchrun"],
             distributed=True,
-            entry=self.entry,
+            entry=command.entry,
         )
         script.launcher_args = [Arg(flag, (value,)) for flag, value in rdzv.torchrun_args()]
-        script.args = merge_extra(args, req.extra)
+        script.args = merge_extra(command.apply(args, o), req.extra)
         script.make_dirs.append(o["save"])
         if rdzv.launcher != "none":
             script.notes.append(

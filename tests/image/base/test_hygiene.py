@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ascend_stack import render
 from ascend_stack.verify import BUILD_ONLY_VARIABLES
 
 # Packages only builder stages install (the Python build, the apex wheel build).
@@ -56,7 +57,8 @@ def test_build_mount_points_are_empty(host: Any) -> None:
 
 
 def test_no_pip_cache(host: Any) -> None:
-    found = _files(host, "/root/.cache/pip", "/tmp/pip-cache")
+    home = host.user(render.RuntimeUser.name).home if host.user(render.RuntimeUser.name).exists else "/root"
+    found = _files(host, "/root/.cache/pip", "/tmp/pip-cache", f"{home}/.cache/pip")
     assert not found, f"pip cache left in the image: {len(found)} file(s) under {found[0].rsplit('/', 2)[0]}"
 
 

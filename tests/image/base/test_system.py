@@ -67,3 +67,11 @@ def test_runtime_compilers_are_kept(host: Any) -> None:
     """gcc, g++, make and cmake stay on purpose: CANN and MindSpeed compile operators at run time."""
     missing = [tool for tool in ("gcc", "g++", "make", "cmake") if not host.exists(tool)]
     assert not missing, f"{', '.join(missing)} missing: CANN and MindSpeed compile operators at run time"
+
+
+def test_python3_config_answers_for_the_venvs_python(host: Any) -> None:
+    """Megatron builds megatron/core/datasets/helpers with `python3-config --extension-suffix` at first use."""
+    out = host.run("python3-config --extension-suffix")
+    assert out.rc == 0, "python3-config is missing: Megatron cannot compile its dataset helpers at run time"
+    want = host.check_output("python -c 'import sysconfig; print(sysconfig.get_config_var(\"EXT_SUFFIX\"))'").strip()
+    assert out.stdout.strip() == want, f"python3-config says {out.stdout.strip()}, the venv's Python uses {want}"

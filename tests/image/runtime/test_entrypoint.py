@@ -37,8 +37,18 @@ def test_sft_help(host: Any) -> None:
     assert out.rc == 0, f"ascend-llm sft --help exited {out.rc}: {_last(out)}"
 
 
-def test_sft_dry_run_prints_the_launch_script(host: Any) -> None:
-    out = host.run(SFT_DRY_RUN)
+def test_sft_dry_run_prints_the_launch_script(user_host: Any) -> None:
+    """As the image's own user, as a stage runs."""
+    out = user_host.run(SFT_DRY_RUN)
     assert out.rc == 0, f"`{SFT_DRY_RUN}` exited {out.rc}: {_last(out)}"
     missing = [w for w in ("torchrun", "posttrain_gpt.py", "--stage sft") if w not in out.stdout]
     assert not missing, f"the sft dry run's script lacks {', '.join(missing)}"
+
+
+def test_pipeline_ships_its_examples_and_can_draw_loss_curves(host: Any) -> None:
+    out = host.run("ascend-llm pipeline --example sft")
+    assert out.rc == 0, f"ascend-llm pipeline --example sft exited {out.rc}: {_last(out)}"
+    assert "stage: sft" in out.stdout, "the packaged full-SFT example is not the pipeline file"
+    code = "import matplotlib.backends.backend_agg, tensorboard.backend.event_processing.event_file_loader"
+    out = host.run(f"/opt/venv/bin/python -c '{code}'")
+    assert out.rc == 0, f"the report's loss curves need matplotlib and tensorboard (the image extra): {_last(out)}"

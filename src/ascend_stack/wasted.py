@@ -6,7 +6,8 @@ classic case is a Dockerfile (or a ``docker commit`` workflow) that COPYs multi-
 in, runs them and ``rm``s them in a later step: the image ships the installers although no container
 can ever see them. ascend-llm-stack bind-mounts installers and wheels into the one step that uses
 them, so its target is at most 1 % of the image; ``bench/build_bench.py`` reports this figure for
-its image and for a naive single Dockerfile.
+its image and for a naive single Dockerfile. The same walk tells ``invoke build`` which paths a layer
+over its size budget added (:meth:`WasteReport.largest_added`).
 
 How: walk the layer tars of a ``docker save`` archive in the order of its ``manifest.json``,
 keeping every visible path with the layer entry that provides it. A later layer hides an earlier
@@ -54,11 +55,13 @@ class Hidden:
 
 @dataclass
 class WasteReport:
-    """What :func:`walk_layers` found. ``layer_bytes[i]``: file bytes layer ``i`` adds."""
+    """What :func:`walk_layers` found. ``layer_bytes[i]``: file bytes layer ``i`` adds; ``visible``: every
+    regular file of the final image, path -> (size, index of the layer that holds its bytes)."""
 
     layers: list[str] = field(default_factory=list)
     layer_bytes: list[int] = field(default_factory=list)
     hidden: list[Hidden] = field(default_factory=list)
+    visible: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def wasted(self) -> int:
@@ -76,6 +79,11 @@ class WasteReport:
 
     def largest(self, n: int = 10) -> list[Hidden]:
         return sorted(self.hidden, key=lambda h: (-h.size, h.path))[:n]
+
+    def largest_added(self, first_layer: int, n: int = 5) -> list[tuple[str, int]]:
+        """The ``n`` largest visible files whose bytes layers ``first_layer`` and above added."""
+        added = [(p, size) for p, (size, layer) in self.visible.items() if layer >= first_layer and size > 0]
+        return sorted(added, key=lambda item: (-item[1], item[0]))[:n]
 
 
 @dataclass
@@ -186,6 +194,7 @@ def walk_layers(layers: Iterable[tuple[str, Iterable[tarfile.TarInfo]]]) -> Wast
                 target = tree.entries.get(_norm(m.linkname))
                 blob = target.blob if target is not None else None
             tree.add(path, index, m.isdir(), blob)
+    report.visible = {p: (e.blob.size, e.blob.layer) for p, e in tree.entries.items() if e.blob is not None}
     return report
 
 
