@@ -50,8 +50,8 @@ def test_seed_render_has_the_seed_pins_and_installers(m: Matrix) -> None:
         for k in ("toolkit_8.1", "kernels-910b_8.1", ". /usr/local/Ascend/ascend-toolkit/set_env.sh", "nnal_8.1")
     ]
     assert order == sorted(order)
-    assert "torch==2.1.0 torch_npu==2.1.0.post12" in files["pta/Dockerfile"]
-    assert "transformers==4.51.0" in files["mindspeed/Dockerfile"]
+    assert {"torch==2.1.0", "torch_npu==2.1.0.post12"} <= set(files["pta/constraints.txt"].splitlines())
+    assert 'io.ascend-llm-stack.transformers="4.51.0"' in files["mindspeed/Dockerfile"]
     refs = {i.name: (i.ref, i.commit[:8]) for layer in plan.layers for i in layer.inputs if i.kind == "git"}
     assert refs == {
         "apex": ("master", "49a7994e"),
@@ -73,7 +73,7 @@ def test_seed_render_has_the_seed_pins_and_installers(m: Matrix) -> None:
 
 def test_seed_torch_26_variant_takes_the_gitee_wheel(m: Matrix) -> None:
     plan, files = files_for(m, "8.1.RC1", arch="aarch64", torch="2.6.0")
-    assert "torch==2.6.0 torch_npu==2.6.0rc1" in files["pta/Dockerfile"]
+    assert {"torch==2.6.0", "torch_npu==2.6.0rc1"} <= set(files["pta/constraints.txt"].splitlines())
     torch, wheel = [i for i in plan.layer("pta").inputs if i.kind == "wheel"]
     assert (torch.name, torch.url, torch.index) == ("torch==2.6.0", None, None)
     assert wheel.name == "torch_npu==2.6.0rc1"
@@ -91,7 +91,10 @@ def test_a3_takes_the_a3_kernels(m: Matrix) -> None:
 
 def test_x86_torch_comes_from_the_cpu_index_but_not_for_the_test_row(m: Matrix) -> None:
     _, files = files_for(m, "8.2.RC1", arch="x86_64")
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu torch==2.6.0" in files["pta/Dockerfile"]
+    assert (
+        "--require-hashes --extra-index-url https://download.pytorch.org/whl/cpu -r /mnt/requirements.lock"
+        in (files["pta/Dockerfile"])
+    )
     _, files = files_for(m, "8.2.RC1", arch="aarch64")
     assert "--extra-index-url" not in files["pta/Dockerfile"]
     _, files = files_for(m, "test", arch="x86_64")
@@ -259,8 +262,9 @@ def test_capture_env_drops_empty_and_repeated_search_path_entries(tmp_path: Path
 def test_mindspeed_installs_editable_with_ci_build_so_its_setup_py_never_runs_pip(m: Matrix) -> None:
     """MindSpeed's setup.py pip-installs its requirements unless CI_BUILD=1 (tests/fakes/sources.py)."""
     _, files = files_for(m, "8.1.RC1", arch="aarch64")
-    step = next(line for line in files["mindspeed/Dockerfile"].splitlines() if "-e /opt/MindSpeed" in line)
-    assert step.strip().startswith("&& CI_BUILD=1 python -m pip install"), step
+    text = files["mindspeed/Dockerfile"]
+    step = text[text.index("RUN CI_BUILD=1") : text.index("-e /opt/MindSpeed")]
+    assert step.startswith("RUN CI_BUILD=1 PIP_NO_INDEX=1 python -m pip install") and "--no-deps" in step, step
 
 
 def test_release_pins_reach_every_layer_after_base(m: Matrix) -> None:
@@ -349,3 +353,22 @@ def test_cann_85_and_later_install_the_ops_package_into_their_own_tree(
         layout["home"] == f"/usr/local/Ascend/cann-{cann}" and layout["set_env"] == "/usr/local/Ascend/cann/set_env.sh"
     )
     assert "apex-build" not in files["pta/Dockerfile"]  # 2.3.0 and 26.0.0 have no apex step
+
+
+def test_every_pip_step_installs_the_locked_section_with_hashes(m: Matrix) -> None:
+    """Each layer's pip step is its section of locks/<row>/<target>.txt, with --require-hashes."""
+    from ascend_stack import pylock
+
+    t = resolve(m, "8.1.RC1", arch="aarch64", os="ubuntu22.04")
+    lock = pylock.PyLock.load(pylock.lock_path(t))
+    assert lock is not None, "the seed row's aarch64 lock is committed"
+    _, files = render.plan(t, lock=lock)
+    for layer, section in (("base", "base"), ("pta", "pta"), ("mindspeed", "mindspeed"), ("runtime", "runtime")):
+        assert files[f"{layer}/requirements.lock"] == lock.sections[section], layer
+        dockerfile = files[f"{layer}/Dockerfile"]
+        assert "--require-hashes" in dockerfile and "-r /mnt/requirements.lock" in dockerfile, layer
+    assert files["pta/apex-build.lock"] == lock.sections["apex-build"]
+    assert lock.pins("pta")["torch"] == "2.1.0" and lock.pins("mindspeed")["transformers"] == "4.51.0"
+    # without a lock, the steps refuse to run rather than install nothing
+    _, bare = render.plan(t)
+    assert bare["base/requirements.lock"] == render.NO_LOCK

@@ -11,7 +11,9 @@ so a build that would install anything not in the lock fails.
 The file is requirements format, one section per layer (``# --- base (inputs sha256:...) ---``): a
 layer's section holds the packages new in that layer. The layers above base are resolved as one
 environment (so no later layer moves what an earlier one installed) and split by what each layer's
-requirements pull in; the base layer alone (rows share it); apex's builder stage on its own. Requirements come from the matrix (CANN's Python packages, torch/torch_npu, the row's pins as
+requirements pull in; the base layer alone (rows share it); apex's builder stage on its own.
+
+Requirements come from the matrix (CANN's Python packages, torch/torch_npu, the row's pins as
 constraints), the pinned source trees (MindSpeed's and MindSpeed-LLM's requirements.txt at their
 commits) and entrypoints/pyproject.toml. What the guide installs last wins: the row's transformers pin
 and the row's ``lock_overrides`` replace earlier requirements of the same package. Each section keeps
