@@ -163,14 +163,21 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
 @task(
     auto_shortflags=False,
     iterable=["wheelhouse"],
-    help={**CHOICES, **INPUTS, "update": "re-resolve git refs and re-record hashes in the lock"},
+    help={
+        **CHOICES,
+        **INPUTS,
+        "update": "re-resolve git refs and re-record hashes in the lock",
+        "wheels": "also download every file of the target's Python lock (locks/<row>/<target>.txt) into wheelhouse/",
+        "pip_index_url": "the index for --wheels (default PyPI; e.g. your mirror)",
+    },
 )
 def fetch(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, packages=None, wheelhouse=None,
-          sources=None, lock_dir=None, ca_cert=None, update=False):  # fmt: skip
+          sources=None, lock_dir=None, ca_cert=None, update=False, wheels=False, pip_index_url=None):  # fmt: skip
     """Download every input a target needs (CANN packages, wheels, git sources), verify and lock them."""
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
     _run(lambda: commands.fetch(choices, _dirs(packages, wheelhouse, sources, lock_dir), _matrix_path(matrix),
-                                update=update, ca_cert=Path(ca_cert) if ca_cert else None))  # fmt: skip
+                                update=update, ca_cert=Path(ca_cert) if ca_cert else None, wheels=wheels,
+                                index_url=pip_index_url))  # fmt: skip
 
 
 @task(

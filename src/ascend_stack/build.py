@@ -229,16 +229,35 @@ class Builder:
 
         net = self.opts.network
         try:
-            return pylock.ensure(
+            lock = pylock.ensure(
                 self.t, resolved, layers, allow_network=not net.offline and not self.opts.dry_run,
                 find_links=self.opts.dirs.wheelhouses, index_url=net.pip_index_url, ca_cert=net.ca_cert,
                 root=self.opts.dirs.python_locks, report=self.log,
             )  # fmt: skip
+            if net.offline and lock is not None:
+                self._check_wheelhouse(lock, layers)
+            return lock
+        except MissingInputs:
+            raise
         except UserError as err:
             if not self.opts.dry_run:
                 raise
             self.log(f"note: {err}")
             return pylock.PyLock.load(pylock.lock_path(self.t, self.opts.dirs.python_locks))
+
+    def _check_wheelhouse(self, lock: Any, layers: list[str]) -> None:
+        """Offline, pip installs from the wheelhouse only: every locked file must be there before Docker runs."""
+        from . import pylock
+        from .inputs import Missing
+        from .wheels import WheelTarget
+
+        sections = [s for s in ("base", "pta", "apex-build", "mindspeed", "runtime") if s in lock.sections]
+        wanted = [s for s in sections if (s if s != "apex-build" else "pta") in layers]
+        target = WheelTarget(self.t.python, self.t.arch, self.t.os.glibc_version)
+        missing = pylock.missing_files(lock, wanted, target, self.opts.dirs.wheelhouses)
+        if missing:
+            how = f"not in {', '.join(str(d) for d in self.opts.dirs.wheelhouses)}; run `invoke fetch --wheels` there"
+            raise MissingInputs(render.final_tag(self.t), [Missing("python", m, how) for m in missing], True)
 
     def _base_image(self) -> str:
         """The OS image ``base`` starts from: its ID when local (so a rebuilt base image counts)."""

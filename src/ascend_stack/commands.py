@@ -247,11 +247,26 @@ def fetch(
     matrix_path: Path = DEFAULT_MATRIX,
     update: bool = False,
     ca_cert: Path | None = None,
+    wheels: bool = False,
+    index_url: str | None = None,
 ) -> None:
-    """``invoke fetch``: download what the target needs into the caches and record it in the lock."""
+    """``invoke fetch``: download what the target needs into the caches and record it in the lock.
+
+    ``wheels``: also every file of the target's Python lock, for its platform (what an offline build needs).
+    """
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     plan, _ = rendering.plan(target)
-    fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert)
+    resolved = fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert)
+    if wheels:
+        from . import pylock
+
+        lock = pylock.ensure(target, resolved, [layer.name for layer in plan.layers], allow_network=True,
+                             find_links=dirs.wheelhouses, index_url=index_url, ca_cert=ca_cert,
+                             root=dirs.python_locks, report=print)  # fmt: skip
+        assert lock is not None
+        got = pylock.download_wheels(target, lock, dirs.wheelhouse, find_links=dirs.extra_wheelhouses,
+                                     index_url=index_url, ca_cert=ca_cert, report=print)  # fmt: skip
+        print(f"wheelhouse {dirs.wheelhouse}: {got} new file(s); every package of {lock.path.name} is local")
 
 
 def base_image(os_name: str, arch: str | None, mirror: str | None, force: bool) -> str:

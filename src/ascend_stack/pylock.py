@@ -457,3 +457,92 @@ def ensure(
     if write(path, text):
         report(f"locked   {path}: {', '.join(todo)} resolved; commit the file")
     return PyLock.load(path)
+
+
+# --------------------------------------------------------------------------------------------------------
+# the wheelhouse of a lock (invoke fetch --wheels), and what an offline build needs of it
+
+
+def _sdist_matches(filename: str, name: str, version: str) -> bool:
+    stem = filename.removesuffix(".tar.gz").removesuffix(".zip")
+    dist, _, ver = stem.rpartition("-")
+    return canonical(dist) == name and ver == version
+
+
+def locked_file(name: str, version: str, target: object, wheelhouses: Sequence[Path]) -> Path | None:
+    """A wheel (for the target) or sdist of ``name==version`` in one of ``wheelhouses``."""
+    from .wheels import find_wheel
+
+    found = find_wheel(f"{name}=={version}", target, wheelhouses)  # type: ignore[arg-type]
+    if found is not None:
+        return found
+    for house in wheelhouses:
+        if house.is_dir():
+            for path in sorted(house.iterdir()):
+                if path.name.endswith((".tar.gz", ".zip")) and _sdist_matches(path.name, name, version):
+                    return path
+    return None
+
+
+def missing_files(lock: PyLock, sections_needed: Sequence[str], target: object,
+                  wheelhouses: Sequence[Path]) -> list[str]:  # fmt: skip
+    """``name==version`` of every locked package of ``sections_needed`` with no file in the wheelhouses."""
+    out = []
+    for sec in sections_needed:
+        for name, version in lock.pins(sec).items():
+            if locked_file(name, version, target, wheelhouses) is None:
+                out.append(f"{name}=={version}")
+    return out
+
+
+def download_wheels(
+    t: Target,
+    lock: PyLock,
+    wheelhouse: Path,
+    *,
+    find_links: Sequence[Path] = (),
+    index_url: str | None = None,
+    ca_cert: Path | None = None,
+    report: Callable[[str], None] = lambda _: None,
+) -> int:
+    """Download exactly the locked files for the target platform into ``wheelhouse`` (pip checks each hash).
+
+    A package with no wheel for the target comes as its locked sdist: pip builds it while the layer
+    installs it (its sha256 is still checked first). Returns how many files the wheelhouse got.
+    """
+    from .wheels import WheelTarget
+
+    target = WheelTarget(t.python, t.arch, t.os.glibc_version)
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    before = set(wheelhouse.iterdir())
+    houses = [wheelhouse, *find_links]
+    with tempfile.TemporaryDirectory(prefix="ascend-wheels-") as tmp:
+        for name, text in lock.sections.items():
+            todo = [(pkg, ver) for pkg, ver in pins_of(text).items() if locked_file(pkg, ver, target, houses) is None]
+            if not todo:
+                continue
+            blocks = _blocks(text)
+            req = Path(tmp) / f"{name}.txt"
+            req.write_text("\n".join(blocks[pkg] for pkg, _ in todo) + "\n")
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--prefer-binary",
+                   "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(wheelhouse),
+                   "--python-version", t.python, "--implementation", "cp", "-r", str(req)]  # fmt: skip
+            for platform in target.platforms(local=False):
+                cmd += ["--platform", platform]
+            for abi in (target.cp, "abi3", "none"):
+                cmd += ["--abi", abi]
+            if index_url:
+                cmd += ["--index-url", index_url]
+            if t.torch_index:
+                cmd += ["--extra-index-url", t.torch_index]
+            for folder in find_links:
+                if folder.is_dir():
+                    cmd += ["--find-links", str(folder)]
+            if ca_cert:
+                cmd += ["--cert", str(ca_cert)]
+            report(f"fetching {len(todo)} locked file(s) of the {name} section for {target.describe()}")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+                raise UserError(f"pip download of the {name} section failed: {lines[-1] if lines else 'pip failed'}")
+    return len(set(wheelhouse.iterdir()) - before)
