@@ -25,12 +25,34 @@ CHOICES = {
 }
 
 
+class _Stopped(BaseException):
+    """SIGTERM arrived: end like Ctrl-C, with one line."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def _run(fn: Callable[[], T]) -> T:
-    """Bad input ends the task with one line on stderr and exit code 2, never a traceback."""
+    """Bad input ends the task with one line on stderr and exit code 2, never a traceback; Ctrl-C or
+    SIGTERM with one line and 128 + the signal (downloads resume, outputs are written atomically)."""
+    import signal
+
+    from ascend_stack.paths import one_line
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return fn()
     except UserError as err:
-        raise Exit(f"error: {err}", code=err.exit_code) from None
+        # a multi-line error (the --offline list of missing inputs) keeps its lines; user text in them cannot add any
+        raise Exit(
+            "error: " + "\n".join(one_line(line) for line in str(err).splitlines()), code=err.exit_code
+        ) from None
+    except (KeyboardInterrupt, _Stopped) as stop:
+        signum = stop.args[0] if isinstance(stop, _Stopped) else signal.SIGINT
+        raise Exit(f"stopped by {signal.Signals(signum).name}", code=128 + signum) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _matrix_path(matrix: str | None) -> Path:
@@ -269,13 +291,17 @@ def k8s(c, image=None, nodes=None, kind=None, name="ascend-llm", namespace=None,
     from ascend_stack.k8s import ManifestOptions
 
     def build() -> str:
-        try:
-            count = int(nodes) if nodes is not None else 0
-            per_node = int(npus_per_node) if npus_per_node is not None else None
-        except ValueError:
-            raise UserError(f"--nodes {nodes} / --npus-per-node {npus_per_node}: whole numbers") from None
         if nodes is None:
             raise UserError("--nodes is required: how many nodes (pods) the job spans")
+
+        def whole(option: str, value: str) -> int:
+            try:
+                return int(value)
+            except ValueError:
+                raise UserError(f"{option} {value!r}: expected a whole number, e.g. {option} 2") from None
+
+        count = whole("--nodes", nodes)
+        per_node = whole("--npus-per-node", npus_per_node) if npus_per_node is not None else None
         opts = ManifestOptions(
             image=image or "", command=_after_dashes(c), nodes=count, kind=kind or "", name=name,
             namespace=namespace, host_type=host_type, npus_per_node=per_node, resource=resource, shm_size=shm_size,

@@ -259,7 +259,7 @@ def test_the_model_check_catches_what_the_api_would_drop_or_refuse() -> None:
         (["--nodes", "2"], "--kind (missing): choose volcano, pytorchjob or ascendjob"),
         (["--kind", "volcano"], "--nodes is required"),
         (["--nodes", "0", "--kind", "volcano"], "--nodes 0: at least 1"),
-        (["--nodes", "two", "--kind", "volcano"], "--nodes two / --npus-per-node None: whole numbers"),
+        (["--nodes", "two", "--kind", "volcano"], "--nodes 'two': expected a whole number, e.g. --nodes 2"),
         (["--nodes", "2", "--kind", "volcano", "--npus-per-node", "9"], "--npus-per-node 9: an Atlas A2"),
         (["--nodes", "2", "--kind", "volcano", "--name", "Qwen_3"], "--name Qwen_3: lower-case letters"),
         (["--nodes", "2", "--kind", "volcano", "--shm-size", "64g"], "--shm-size 64g: a Kubernetes quantity"),
@@ -284,7 +284,8 @@ def test_bad_combinations_exit_2_with_one_line(args: list[str], message: str) ->
     [
         (["pretrain", "--node-rank", "1"], "drop --node-rank from the stage arguments: the volcano launcher"),
         (["pretrain", "--master-addr=10.0.0.1"], "drop --master-addr from the stage arguments"),
-        (["pretrain", "--nnodes", "4"], "the stage's --nnodes 4 disagrees with --nodes 2; drop it"),
+        (["pretrain", "--nnodes", "4"], "drop --nnodes from the stage arguments: --nodes sets the node count"),
+        (["pretrain", "--nnodes", "2"], "drop --nnodes from the stage arguments: --nodes sets the node count"),
         ([], "say what to run after --"),
     ],
 )
