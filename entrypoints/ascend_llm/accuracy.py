@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         step = max(1, len(samples) // 20)
 
         def progress(done: int, total: int) -> None:
-            if done % step == 0 or done == total:
+            if done == 1 or done % step == 0 or done == total:  # the first line says generation is under way
                 print(f"accuracy: generated {done}/{total}", flush=True)
 
         thinking = None if args.enable_thinking is None else args.enable_thinking == "true"
