@@ -300,3 +300,17 @@ def test_image_is_required_and_help_explains() -> None:
     text = invoke("--help", "k8s").stdout
     for words in ("--kind", "volcano", "pytorchjob", "ascendjob", "--nodes", "--out", "--volume", "huawei.com"):
         assert words in text
+
+
+def test_a_newline_in_env_or_stage_arguments_cannot_inject_yaml() -> None:
+    """The issue's reproduction: a newline in --env or a stage argument made the YAML invalid or added
+    top-level keys, through the header comment that repeats the command line."""
+    env, arg = "HCCL_SOCKET_IFNAME=eth0\nkind: Pod", "--config\nmetadata: {name: evil}\n#"
+    out = invoke("k8s", "--image", IMAGE, "--nodes", "2", "--kind", "volcano", "--env", env, "--", "selftest", arg)
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load(out.stdout)
+    assert (doc["kind"], doc["metadata"]["name"]) == ("Job", "ascend-llm")
+    container = pod_templates(doc)[0]["spec"]["containers"][0]
+    assert container["args"] == ["selftest", arg]
+    assert {"name": "HCCL_SOCKET_IFNAME", "value": "eth0\nkind: Pod"} in container["env"]
+    assert [line.startswith("#") for line in out.stdout.splitlines()[:4]] == [True, True, True, False]

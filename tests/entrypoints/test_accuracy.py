@@ -329,3 +329,12 @@ def test_ctrl_c_keeps_the_report_of_the_samples_done(tiny_model, tmp_path, scrip
     assert 1 <= written["total"] == len(written["samples"]) < 4000
     assert [row["line"] for row in written["samples"]] == list(range(1, written["total"] + 1))
     assert sorted(p.name for p in report.parent.iterdir()) == ["report.json"], "no temporary file is left"
+
+
+def test_a_newline_in_the_report_name_cannot_start_a_command(ascend, tiny_model, own_answers, tmp_path, importable):
+    """The issue's second reproduction, through a real run: --output with a newline and a command in it."""
+    pwned = tmp_path / "PWNED"
+    report = Path(f"{tmp_path}/r\ntouch {pwned}\n.json")
+    written = run_accuracy(ascend, tiny_model, write_set(tmp_path / "d.jsonl", own_answers), report)
+    assert written["total"] == 8 and written["partial"] is False
+    assert not pwned.exists()
