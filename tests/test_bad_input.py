@@ -1,6 +1,6 @@
 """The bad-input table: careless and hostile requests to both command lines, as a user types them.
 
-Every case must end with exit code >= 1, exactly one line on stderr that names the option and what
+Every case must end with exit code 2 (a refusal; the rule is >= 1), exactly one line on stderr that names the option and what
 to do, no traceback, nothing on stdout, and nothing written or deleted anywhere the command could
 write (the case's scratch tree, the repository's build/ and locks/). ``invoke`` runs as a subprocess
 from the repository root (its tasks.py); ``ascend-llm`` runs in-process on real data, checkpoint and
@@ -241,7 +241,7 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
 
 
 def the_line(code: int, out: str, err: str, case: Case) -> str:
-    assert code >= 1, (code, out, err)
+    assert code == 2, (code, out, err)  # >= 1 is the rule; 2 is what both command lines use for a refusal
     assert "Traceback" not in out + err, err
     assert out == "", out
     lines = err.splitlines()
