@@ -1,10 +1,11 @@
 """The bad-input table: careless and hostile requests to both command lines, as a user types them.
 
-Every case must end with exit code 2 (a refusal; the rule is >= 1), exactly one line on stderr that names the option and what
-to do, no traceback, nothing on stdout, and nothing written or deleted anywhere the command could
-write (the case's scratch tree, the repository's build/ and locks/). ``invoke`` runs as a subprocess
-from the repository root (its tasks.py); ``ascend-llm`` runs in-process on real data, checkpoint and
-model trees (tests/entrypoints/stagekit.py) in a clean, NPU-less machine.
+Every case must end with exit code 2 (a refusal; the rule is >= 1), exactly one line on stderr that
+names the option and what to do, no traceback, nothing on stdout, and nothing written or deleted
+anywhere the command could write (the case's scratch tree, the repository's build/ and locks/).
+``invoke`` runs as a subprocess from the repository root (its tasks.py); ``ascend-llm`` runs
+in-process on real data, checkpoint and model trees (tests/entrypoints/stagekit.py) in a clean,
+NPU-less machine.
 """
 
 from __future__ import annotations
