@@ -55,6 +55,14 @@ def _run(fn: Callable[[], T]) -> T:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _print(text: str) -> None:
+    """Generated text to stdout as is: bytes of a path that are not UTF-8 pass through, never a traceback."""
+    import sys
+
+    sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    sys.stdout.write(text)
+
+
 def _matrix_path(matrix: str | None) -> Path:
     return Path(matrix) if matrix else commands.DEFAULT_MATRIX
 
@@ -254,9 +262,7 @@ def run(c, image=None, npus="all", host_type="a2", runtime=None, privileged=Fals
     )  # fmt: skip
     text = _run(lambda: commands.run_stage(opts, show=print))
     if text:
-        import sys
-
-        sys.stdout.write(text)
+        _print(text)
 
 
 @task(
@@ -312,4 +318,4 @@ def k8s(c, image=None, nodes=None, kind=None, name="ascend-llm", namespace=None,
         argv = argv[argv.index("k8s") :] if "k8s" in argv else []  # the task's own words, for the header
         return commands.k8s_manifest(opts, Path(out) if out else None, argv)
 
-    sys.stdout.write(_run(build))
+    _print(_run(build))

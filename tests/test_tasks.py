@@ -157,3 +157,13 @@ def test_stopping_a_download_is_one_line_and_keeps_nothing_half_written(tmp_path
     assert err == f"stopped by {signal.Signals(sig).name}\n", err
     assert "Traceback" not in out
     assert not (packages / "Ascend-cann-toolkit_8.1.RC1_linux-x86_64.run").exists(), "no half file under the name"
+
+
+def test_printed_commands_pass_bytes_that_are_not_utf8_through() -> None:
+    """A path holding a Latin-1 byte (a file made on an old system) reaches `invoke run --print` output as
+    that byte, even with a strict UTF-8 stdout, instead of a UnicodeEncodeError traceback."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    argv = [b"run", b"--image", b"x", b"--print", b"--", b"check", b"/data/caf\xe9"]
+    out = subprocess.run([sys.executable.encode(), b"-m", b"invoke", *argv], cwd=REPO, env=env, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith(b" x check '/data/caf\xe9'\n"), out.stdout[-60:]

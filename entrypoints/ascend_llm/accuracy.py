@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--enable-thinking", choices=("true", "false"))
     args = parser.parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a path holding bytes that are not UTF-8 is printed, not a traceback
+        sys.stdout.reconfigure(errors="surrogateescape")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stop)
     answers: list[str] = []
