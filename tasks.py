@@ -10,7 +10,7 @@ from invoke import Exit, task
 
 from ascend_stack import commands
 from ascend_stack.build import BuildOptions, NetworkOptions
-from ascend_stack.errors import UserError
+from ascend_stack.errors import Stopped, UserError, stoppable
 from ascend_stack.inputs import InputDirs
 
 T = TypeVar("T")
@@ -25,34 +25,18 @@ CHOICES = {
 }
 
 
-class _Stopped(BaseException):
-    """SIGTERM arrived: end like Ctrl-C, with one line."""
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise _Stopped(signum)
-
-
 def _run(fn: Callable[[], T]) -> T:
     """Bad input ends the task with one line on stderr and exit code 2, never a traceback; Ctrl-C or
-    SIGTERM with one line and 128 + the signal (downloads resume, outputs are written atomically)."""
-    import signal
-
+    SIGTERM with one line and 128 + the signal. User text in a message cannot add a line to it."""
     from ascend_stack.paths import one_line
 
-    previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        return fn()
-    except UserError as err:
-        # a multi-line error (the --offline list of missing inputs) keeps its lines; user text in them cannot add any
-        raise Exit(
-            "error: " + "\n".join(one_line(line) for line in str(err).splitlines()), code=err.exit_code
-        ) from None
-    except (KeyboardInterrupt, _Stopped) as stop:
-        signum = stop.args[0] if isinstance(stop, _Stopped) else signal.SIGINT
-        raise Exit(f"stopped by {signal.Signals(signum).name}", code=128 + signum) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        with stoppable():
+            return fn()
+    except UserError as err:  # the --offline list of missing inputs keeps its lines, one per input
+        raise Exit("error: " + "\n".join(map(one_line, str(err).splitlines())), code=err.exit_code) from None
+    except Stopped as stop:
+        raise Exit(f"stopped by {stop.name}", code=128 + stop.signum) from None
 
 
 def _print(text: str) -> None:
