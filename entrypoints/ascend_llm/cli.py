@@ -178,7 +178,7 @@ def run_command(argv: Sequence[str]) -> int:
 
 def say(message: str) -> None:
     """One line on stderr, whatever the message holds (a newline in a path is shown as \\n)."""
-    sys.stderr.write(f"ascend-llm: {printable(message)}\n")
+    sys.stderr.write(f"ascend-llm: {printable(message, backslashes=False)}\n")
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -81,11 +81,14 @@ def _double_quoted(value: str, in_default: bool = False) -> str:
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def printable(text: str) -> str:
-    """``text`` on one line: backslashes and control characters escaped (``\\n``, ``\\x1b``), the rest as is."""
+def printable(text: str, backslashes: bool = True) -> str:
+    """``text`` on one line: control characters escaped (``\\n``, ``\\x1b``), and backslashes unless told
+    not to (a message may already hold a repr); the rest as is."""
     out = []
     for char in text:
-        if char in _ESCAPES:
+        if char == "\\" and not backslashes:
+            out.append(char)
+        elif char in _ESCAPES:
             out.append(_ESCAPES[char])
         elif unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
             out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
