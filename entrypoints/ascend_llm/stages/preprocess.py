@@ -160,12 +160,11 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
             else:
                 problems += preflight.expect(source, "--input", "file or directory", "pass the data set file or folder")
         else:
-            files, problem = data_files(source)
-            if problem:
-                problems.append(problem)
-            elif "map_keys" in req.state:
+            files, problem = data_files(source)  # no files and no problem: a loading script upstream runs
+            problems += [problem] if problem else []
+            if files and "map_keys" in req.state:
                 problems += map_keys_problems(files[0], req.state["map_keys"])
-            else:
+            elif files:
                 problems += sniff(files[0], o["format"], o["json_keys"])
         problems += preflight.tokenizer_dir(o["tokenizer"])
         prefix_problem = datafiles.output_prefix_problem(o["output_prefix"], o["format"])
@@ -250,12 +249,18 @@ def data_files(source: str) -> tuple[list[str], str | None]:
     """The files preprocess_data.py would load from ``source`` (a file, or a folder of one format),
     or the one-line reason it cannot: an unsupported suffix, nothing to read, formats mixed."""
     hint = f"preprocessing reads {', '.join('.' + x for x in SUFFIXES)}"
+    script = source if os.path.isfile(source) else os.path.join(source, os.path.basename(source) + ".py")
+    if script.endswith(".py") and os.path.isfile(script):
+        return [], None  # a datasets loading script: upstream runs it, there is nothing to check here
     if os.path.isfile(source):
         files = [source]
         if source.rsplit(".", 1)[-1] not in SUFFIXES:
             return [], f"--input {source}: unsupported file type; {hint}"
     else:
-        names = sorted(n for n in os.listdir(source) if not n.startswith("."))
+        try:
+            names = sorted(n for n in os.listdir(source) if not n.startswith("."))
+        except OSError as exc:
+            return [], f"--input {source}: cannot read the folder ({exc.strerror})"
         files = [os.path.join(source, n) for n in names if n.rsplit(".", 1)[-1] in SUFFIXES]
         kinds = sorted({f.rsplit(".", 1)[-1] for f in files})
         if not files:
