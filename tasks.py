@@ -10,7 +10,7 @@ from invoke import Exit, task
 
 from ascend_stack import commands
 from ascend_stack.build import BuildOptions, NetworkOptions
-from ascend_stack.errors import UserError
+from ascend_stack.errors import Stopped, UserError, stoppable
 from ascend_stack.inputs import InputDirs
 
 T = TypeVar("T")
@@ -26,11 +26,25 @@ CHOICES = {
 
 
 def _run(fn: Callable[[], T]) -> T:
-    """Bad input ends the task with one line on stderr and exit code 2, never a traceback."""
+    """Bad input ends the task with one line on stderr and exit code 2, never a traceback; Ctrl-C or
+    SIGTERM with one line and 128 + the signal. User text in a message cannot add a line to it."""
+    from ascend_stack.paths import one_line
+
     try:
-        return fn()
-    except UserError as err:
-        raise Exit(f"error: {err}", code=err.exit_code) from None
+        with stoppable():
+            return fn()
+    except UserError as err:  # the --offline list of missing inputs keeps its lines, one per input
+        raise Exit("error: " + "\n".join(map(one_line, str(err).splitlines())), code=err.exit_code) from None
+    except Stopped as stop:
+        raise Exit(f"stopped by {stop.name}", code=128 + stop.signum) from None
+
+
+def _print(text: str) -> None:
+    """Generated text to stdout as is: bytes of a path that are not UTF-8 pass through, never a traceback."""
+    import sys
+
+    sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    sys.stdout.write(text)
 
 
 def _matrix_path(matrix: str | None) -> Path:
@@ -304,9 +318,7 @@ def run(c, image=None, npus="all", host_type="a2", runtime=None, privileged=Fals
     )  # fmt: skip
     text = _run(lambda: commands.run_stage(opts, show=print))
     if text:
-        import sys
-
-        sys.stdout.write(text)
+        _print(text)
 
 
 @task(
@@ -381,13 +393,17 @@ def k8s(c, image=None, nodes=None, kind=None, name="ascend-llm", namespace=None,
     from ascend_stack.k8s import ManifestOptions
 
     def build() -> str:
-        try:
-            count = int(nodes) if nodes is not None else 0
-            per_node = int(npus_per_node) if npus_per_node is not None else None
-        except ValueError:
-            raise UserError(f"--nodes {nodes} / --npus-per-node {npus_per_node}: whole numbers") from None
         if nodes is None:
             raise UserError("--nodes is required: how many nodes (pods) the job spans")
+
+        def whole(option: str, value: str) -> int:
+            try:
+                return int(value)
+            except ValueError:
+                raise UserError(f"{option} {value!r}: expected a whole number, e.g. {option} 2") from None
+
+        count = whole("--nodes", nodes)
+        per_node = whole("--npus-per-node", npus_per_node) if npus_per_node is not None else None
         opts = ManifestOptions(
             image=image or "", command=_after_dashes(c), nodes=count, kind=kind or "", name=name,
             namespace=namespace, host_type=host_type, npus_per_node=per_node, resource=resource, shm_size=shm_size,
@@ -398,4 +414,4 @@ def k8s(c, image=None, nodes=None, kind=None, name="ascend-llm", namespace=None,
         argv = argv[argv.index("k8s") :] if "k8s" in argv else []  # the task's own words, for the header
         return commands.k8s_manifest(opts, Path(out) if out else None, argv)
 
-    sys.stdout.write(_run(build))
+    _print(_run(build))

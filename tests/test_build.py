@@ -177,11 +177,13 @@ def test_entrypoints_wheel_is_built_from_the_package(tmp_path: Path) -> None:
     assert not (REPO / "entrypoints/build").exists()
 
 
-def test_cli_offline_missing_inputs_exit_non_zero_without_traceback(tmp_path: Path) -> None:
-    """Checked before any engine is contacted: this runs the same with or without Docker."""
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_cli_offline_missing_inputs_exit_non_zero_without_traceback(tmp_path: Path, dry_run: list[str]) -> None:
+    """Checked before any engine is contacted: this runs the same with or without Docker, and a dry run
+    fails like the build would (it used to print the list and exit 0)."""
     out = subprocess.run(
         [sys.executable, "-m", "invoke", "build", "--cann", "test", "--arch", "x86_64", "--offline",
-         "--packages", str(tmp_path / "empty"), "--lock-dir", str(tmp_path / "locks")],
+         "--packages", str(tmp_path / "empty"), "--lock-dir", str(tmp_path / "locks"), *dry_run],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2

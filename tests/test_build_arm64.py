@@ -38,7 +38,7 @@ def test_arm64_base_and_pta_layers_under_emulation(docker_client: Any, tmp_path:
         dirs=InputDirs.under(tmp_path, source_overrides=tmp_path / "upstream"),
         network=NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None),
         until="pta",
-        out_dir=tmp_path / "build",
+        out_dir=tmp_path / "build" / "render",  # build/ also holds the hash cache
     )
     results = Builder(target, opts, Driver(find_buildkit_client(), docker_client)).run()
     assert [r.name for r in results] == ["base", "cann", "pta"]

@@ -259,7 +259,7 @@ def test_the_model_check_catches_what_the_api_would_drop_or_refuse() -> None:
         (["--nodes", "2"], "--kind (missing): choose volcano, pytorchjob or ascendjob"),
         (["--kind", "volcano"], "--nodes is required"),
         (["--nodes", "0", "--kind", "volcano"], "--nodes 0: at least 1"),
-        (["--nodes", "two", "--kind", "volcano"], "--nodes two / --npus-per-node None: whole numbers"),
+        (["--nodes", "two", "--kind", "volcano"], "--nodes 'two': expected a whole number, e.g. --nodes 2"),
         (["--nodes", "2", "--kind", "volcano", "--npus-per-node", "9"], "--npus-per-node 9: an Atlas A2"),
         (["--nodes", "2", "--kind", "volcano", "--name", "Qwen_3"], "--name Qwen_3: lower-case letters"),
         (["--nodes", "2", "--kind", "volcano", "--shm-size", "64g"], "--shm-size 64g: a Kubernetes quantity"),
@@ -284,7 +284,8 @@ def test_bad_combinations_exit_2_with_one_line(args: list[str], message: str) ->
     [
         (["pretrain", "--node-rank", "1"], "drop --node-rank from the stage arguments: the volcano launcher"),
         (["pretrain", "--master-addr=10.0.0.1"], "drop --master-addr from the stage arguments"),
-        (["pretrain", "--nnodes", "4"], "the stage's --nnodes 4 disagrees with --nodes 2; drop it"),
+        (["pretrain", "--nnodes", "4"], "drop --nnodes from the stage arguments: --nodes sets the node count"),
+        (["pretrain", "--nnodes", "2"], "drop --nnodes from the stage arguments: --nodes sets the node count"),
         ([], "say what to run after --"),
     ],
 )
@@ -299,3 +300,17 @@ def test_image_is_required_and_help_explains() -> None:
     text = invoke("--help", "k8s").stdout
     for words in ("--kind", "volcano", "pytorchjob", "ascendjob", "--nodes", "--out", "--volume", "huawei.com"):
         assert words in text
+
+
+def test_a_newline_in_env_or_stage_arguments_cannot_inject_yaml() -> None:
+    """The issue's reproduction: a newline in --env or a stage argument made the YAML invalid or added
+    top-level keys, through the header comment that repeats the command line."""
+    env, arg = "HCCL_SOCKET_IFNAME=eth0\nkind: Pod", "--config\nmetadata: {name: evil}\n#"
+    out = invoke("k8s", "--image", IMAGE, "--nodes", "2", "--kind", "volcano", "--env", env, "--", "selftest", arg)
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load(out.stdout)
+    assert (doc["kind"], doc["metadata"]["name"]) == ("Job", "ascend-llm")
+    container = pod_templates(doc)[0]["spec"]["containers"][0]
+    assert container["args"] == ["selftest", arg]
+    assert {"name": "HCCL_SOCKET_IFNAME", "value": "eth0\nkind: Pod"} in container["env"]
+    assert [line.startswith("#") for line in out.stdout.splitlines()[:4]] == [True, True, True, False]

@@ -218,5 +218,7 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
 
 
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no such file; run from the repository root or pass --matrix"):
+    with pytest.raises(
+        UserError, match="expected a file, found nothing; run from the repository root or pass --matrix"
+    ):
         load_matrix(tmp_path / "nope.yaml")

@@ -237,14 +237,49 @@ def test_capture_env_refuses_a_missing_script(tmp_path: Path) -> None:
     assert out.returncode == 1 and "not installed" in out.stderr
 
 
-def test_write_replaces_the_folder_whole(m: Matrix, tmp_path: Path) -> None:
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_write_replaces_a_previous_render_whole(m: Matrix, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    (out / "stale").mkdir(parents=True)
     _, files = files_for(m, "8.0.0", arch="x86_64")
     render.write(files, out)
-    assert not (out / "stale").exists()
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(files)
-    assert not list(tmp_path.glob("*.tmp"))
+    (out / "cann" / "stale").write_text("left by a build")  # a previous render may hold what a build added
+    render.write(files, out)
+    assert not (out / "cann" / "stale").exists()
+    assert sorted(tree(out)) == sorted([*files, render.MARKER])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no temporary folder is left behind"
+
+
+def test_write_never_deletes_what_the_user_made(m: Matrix, tmp_path: Path) -> None:
+    """A folder that is not a previous render is refused, whole and untouched (issue: render deleted it)."""
+    _, files = files_for(m, "8.0.0", arch="x86_64")
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "todo.txt").write_text("mine")
+    (mine / "plan.json").write_text("{}")  # a plan.json alone does not make it a render
+    before = tree(tmp_path)
+    with pytest.raises(
+        render.UserError, match=r"--out .*mine: the directory is not empty and holds no previous render"
+    ):
+        render.write(files, mine)
+    assert tree(tmp_path) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    render.write(files, empty)  # an empty folder is fine
+    assert (empty / "plan.json").is_file()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_write_refuses_a_file_in_the_way(m: Matrix, tmp_path: Path, where: str) -> None:
+    _, files = files_for(m, "8.0.0", arch="x86_64")
+    (tmp_path / "f").write_text("x")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "sub"
+    message = r"expected a directory \(or nothing yet\), found a file" if where == "file" else "is a file, so nothing"
+    with pytest.raises(render.UserError, match=message):
+        render.write(files, out)
+    assert tree(tmp_path) == {"f": b"x"}
 
 
 def test_capture_env_drops_empty_and_repeated_search_path_entries(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ CPU), strip Qwen3's ``<think>...</think>``, normalise whitespace, and compare ex
 has per-label counts (label = the expected answer) and every sample's prediction.
 
 Run through ``ascend-llm evaluate --task accuracy``; torch and transformers are imported only here.
+SIGINT/SIGTERM stop it between two samples: the report then holds the samples done so far and says
+``"partial": true``, and the exit status is 128 + the signal.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ascend_llm.errors import AscendLLMError
+from ascend_llm.errors import AscendLLMError, Stopped
+from ascend_llm.script import printable
 
 THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 ROLES = {"system", "user", "assistant", "tool"}
@@ -157,8 +162,10 @@ def generate(
     device: str,
     enable_thinking: bool | None = None,
     progress=None,
+    answers: list[str] | None = None,
 ) -> list[str]:
-    """Greedy answers, one sample at a time (padding-free, so results do not depend on batching)."""
+    """Greedy answers, one sample at a time (padding-free, so results do not depend on batching);
+    appended to ``answers`` as they come, so a stopped run keeps the ones done."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -180,7 +187,7 @@ def generate(
         pad_token_id=pad,
     )
     template_kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-    answers: list[str] = []
+    answers = [] if answers is None else answers
     for sample in samples:
         text = tokenizer.apply_chat_template(
             sample.messages, tokenize=False, add_generation_prompt=True, **template_kwargs
@@ -200,11 +207,21 @@ def generate(
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Write atomically, so a stopped run never leaves half a report."""
+    """Write atomically (a private temp file, then a rename), so a stopped run never leaves half a report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # backslashreplace: a path holding bytes that are not UTF-8 (lone surrogates) becomes a JSON \\u escape
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,38 +239,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--enable-thinking", choices=("true", "false"))
     args = parser.parse_args(argv)
-    try:
-        samples = load_samples(args.data, args.limit)
-        device = pick_device(args.device)
-        print(f"accuracy: {len(samples)} samples, model {args.model_dir}, device {device}", flush=True)
-        started = time.time()
-        step = max(1, len(samples) // 20)
+    if hasattr(sys.stdout, "reconfigure"):  # a path holding bytes that are not UTF-8 is printed, not a traceback
+        sys.stdout.reconfigure(errors="surrogateescape")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    answers: list[str] = []
+    samples: list[Sample] = []
+    started = time.time()
+    device = args.device
 
-        def progress(done: int, total: int) -> None:
-            if done % step == 0 or done == total:
-                print(f"accuracy: generated {done}/{total}", flush=True)
-
-        thinking = None if args.enable_thinking is None else args.enable_thinking == "true"
-        predictions = generate(
-            args.model_dir, args.tokenizer or args.model_dir, samples, args.max_new_tokens, device, thinking, progress
-        )
-        report = {
+    def report_of(done: int) -> dict[str, Any]:
+        return {
             "model": args.model_dir,
             "data": str(args.data),
             "device": device,
             "max_new_tokens": args.max_new_tokens,
             "seconds": round(time.time() - started, 2),
             "normalisation": "strip <think>...</think>, collapse whitespace, exact match",
-            **score(samples, predictions),
+            "partial": done < len(samples),
+            "planned": len(samples),
+            **score(samples[:done], answers[:done]),
         }
+
+    try:
+        if args.output.is_dir():
+            raise AscendLLMError(f"--output {args.output}: expected a file, found a directory")
+        samples = load_samples(args.data, args.limit)
+        device = pick_device(args.device)
+        print(f"accuracy: {len(samples)} samples, model {args.model_dir}, device {device}", flush=True)
+        step = max(1, len(samples) // 20)
+
+        def progress(done: int, total: int) -> None:
+            if done == 1 or done % step == 0 or done == total:  # the first line says generation is under way
+                print(f"accuracy: generated {done}/{total}", flush=True)
+
+        thinking = None if args.enable_thinking is None else args.enable_thinking == "true"
+        generate(
+            args.model_dir, args.tokenizer or args.model_dir, samples, args.max_new_tokens, device, thinking, progress,
+            answers,
+        )  # fmt: skip
+        report = report_of(len(answers))
         write_report(args.output, report)
     except AscendLLMError as exc:
         for line in exc.lines:
             print(f"ascend-llm: {line}", file=sys.stderr)
         return exc.exit_code
+    except (KeyboardInterrupt, Stopped) as exc:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        done = len(answers)
+        if done:
+            write_report(args.output, report_of(done))
+            print(f"accuracy: stopped by {name} after {done}/{len(samples)} samples; "
+                  f"partial report (\"partial\": true) written to {args.output}", flush=True)  # fmt: skip
+        else:
+            print(f"accuracy: stopped by {name} before any sample was done; no report written", flush=True)
+        return 128 + signum
     print(f"accuracy: {report['correct']}/{report['total']} = {report['accuracy']:.4f}")
     for label, bucket in report["per_label"].items():
-        print(f"accuracy:   {bucket['correct']}/{bucket['total']}  {label[:60]}")
+        print(f"accuracy:   {bucket['correct']}/{bucket['total']}  {printable(label[:60])}")
     print(f"accuracy: report written to {args.output}")
     return 0
 

@@ -8,12 +8,14 @@ and exit 2 (usage, preflight), never a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from ascend_llm import __version__, chip
 from ascend_llm.config import load_config
-from ascend_llm.errors import AscendLLMError, UsageError
+from ascend_llm.errors import AscendLLMError, Stopped, UsageError
 from ascend_llm.launcher import resolve_rendezvous
 from ascend_llm.options import RENDEZVOUS, resolve
 from ascend_llm.pipeline import SUMMARY as PIPELINE_SUMMARY
@@ -21,6 +23,7 @@ from ascend_llm.preflight import transformers_missing_note
 from ascend_llm.presets import available_presets, load_preset
 from ascend_llm.release import read_stack, resolve_release
 from ascend_llm.runner import run_script
+from ascend_llm.script import printable
 from ascend_llm.stages import STAGES
 from ascend_llm.stages.base import Stage, StageRequest, absolute_paths, log_file
 from ascend_llm.stages.check import CheckStage
@@ -132,7 +135,7 @@ def run_stage(stage: Stage, argv: Sequence[str]) -> int:
     if note:
         req.notes.append(note)
     for note in req.notes:
-        sys.stderr.write(f"ascend-llm: {note}\n")
+        say(note)
     if problems:
         raise AscendLLMError(*problems)
     script = stage.compose(req)
@@ -148,13 +151,18 @@ def run_stage(stage: Stage, argv: Sequence[str]) -> int:
         return 0
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr.write(f"ascend-llm: logging to {log}\n")
-        with open(log, "w", encoding="utf-8") as handle:
+        say(f"logging to {log}")
+        with open(log, "w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write("".join(f"# {line}\n" for line in text.splitlines()))
     stage.before_run(req)
-    code = run_script(text, log, graceful_term=stage.graceful_term(req), watch=stage.watcher(req))
-    if code and log:
-        sys.stderr.write(f"ascend-llm: {req.label} failed with exit status {code}; log: {log}\n")
+    stops: list[int] = []
+    code = run_script(text, log, graceful_term=stage.graceful_term(req), watch=stage.watcher(req), stops=stops)
+    where = f"; log: {log}" if log else ""
+    if stops:
+        name = signal.Signals(stops[0]).name
+        say(f"{req.label} stopped by {name} (exit status {code}); what it completed is kept{where}")
+    elif code and log:
+        say(f"{req.label} failed with exit status {code}{where}")
     stage.after_run(req, code)
     return code
 
@@ -175,8 +183,22 @@ def run_command(argv: Sequence[str]) -> int:
     return 0  # pragma: no cover - execvp does not return
 
 
+def say(message: str) -> None:
+    """One line on stderr, whatever the message holds (a newline in a path is shown as \\n)."""
+    sys.stderr.write(f"ascend-llm: {printable(message, backslashes=False)}\n")
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # bytes that are not UTF-8 (in a path) reach --dry-run output and the script unchanged, never a traceback
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
+    handler = signal.signal(signal.SIGTERM, _stop) if threading.current_thread() is threading.main_thread() else None
     try:
         if not args or args[0] in ("-h", "--help", "help"):
             print(usage())
@@ -198,10 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     except AscendLLMError as exc:
         for line in exc.lines:
-            sys.stderr.write(f"ascend-llm: {line}\n")
+            say(line)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    except (KeyboardInterrupt, Stopped) as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        say(f"stopped by {signal.Signals(signum).name}")
+        return 128 + signum
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

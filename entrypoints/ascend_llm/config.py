@@ -4,7 +4,8 @@ Keys are option names with ``_`` or ``-`` (``seq_length`` or ``seq-length``). To
 apply to every stage that has the option (so one file can serve convert, sft and generate);
 a section named after a stage (``sft:``) applies to that stage only and overrides the top level.
 ``extra_args:`` (a list) is passed to MindSpeed-LLM like ``-- ...``. A key no stage knows is an
-error, so a typo never goes unnoticed.
+error, so a typo never goes unnoticed; so is a key given twice (YAML would keep the last one silently),
+also when spelled both ways (``seq_length`` and ``seq-length``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import yaml
 
 from ascend_llm.errors import UsageError
 from ascend_llm.options import Option
+from ascend_llm.preflight import expect
+from ascend_llm.yamlfile import DuplicateKey, load_yaml
 
 EXTRA_KEY = "extra_args"
 
@@ -29,14 +32,17 @@ def load_config(
 ) -> tuple[dict[str, Any], list[str]]:
     """Read ``path``; return this stage's option values and extra args."""
     file = Path(path)
+    wrong = expect(file, "--config", "file", "pass a YAML file of option: value")
+    if wrong:
+        raise UsageError(*wrong)
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
+        data = load_yaml(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"--config {path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise UsageError(f"--config {path}: not a UTF-8 text file") from None
+    except DuplicateKey as exc:
+        raise UsageError(f"--config {path}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -52,8 +58,12 @@ def load_config(
     extra: list[str] = []
 
     def take(mapping: dict[Any, Any], where: str, strict: bool) -> None:
+        spelled: dict[str, Any] = {}
         for raw_key, value in mapping.items():
             key = _normalise(raw_key)
+            if key in spelled:
+                raise UsageError(f"{where}: '{spelled[key]}' and '{raw_key}' are the same option; keep one")
+            spelled[key] = raw_key
             if key == EXTRA_KEY:
                 if not isinstance(value, list):
                     raise UsageError(f"{where}: '{EXTRA_KEY}' must be a list of strings")

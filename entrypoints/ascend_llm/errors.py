@@ -33,3 +33,11 @@ class PreflightFailed(AscendLLMError):
 
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__(*problems)
+
+
+class Stopped(BaseException):
+    """SIGTERM (or SIGINT) arrived outside a running stage: end with one line and 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -248,7 +248,7 @@ def validate(rdzv: Rendezvous) -> None:
     if not 0 <= rdzv.node_rank < rdzv.nnodes:
         raise UsageError(
             f"node rank {rdzv.node_rank}{where('node_rank')} is not below nnodes "
-            f"{rdzv.nnodes}{where('nnodes')}: node ranks run 0..{rdzv.nnodes - 1}"
+            f"{rdzv.nnodes}{where('nnodes')}: node ranks run 0..{rdzv.nnodes - 1}; fix --node-rank or --nnodes"
         )
     if not 0 < rdzv.master_port < 65536:
         raise UsageError(f"--master-port {rdzv.master_port} is not a TCP port (1-65535)")

@@ -31,13 +31,30 @@ def q(path: Any) -> str:
     return str(path)
 
 
-def path_exists(path: str | None, option: str, what: str, fix: str = "") -> list[str]:
-    """``option`` names an existing file or directory."""
-    if not path:
+def found(path: Any) -> str:
+    """What is at ``path``, as an error message says it: a file, a directory, nothing, or a special file."""
+    if os.path.isdir(path):
+        return "a directory"
+    if os.path.isfile(path):
+        return "a file"
+    if os.path.lexists(path):
+        return "a broken link" if os.path.islink(path) else "a special file"
+    return "nothing"
+
+
+def expect(path: Any, option: str, want: str, fix: str = "") -> list[str]:
+    """``option`` names ``want`` (``file``, ``directory`` or ``file or directory``); else one line saying
+    what was expected and what is there."""
+    there = found(path)
+    if there != "nothing" and there[2:] in want.split(" or "):
         return []
-    if not os.path.exists(path):
-        return [f"{option} {path}: no such {what}{'; ' + fix if fix else ''}"]
-    return []
+    article = "an" if want[0] in "aeiou" else "a"
+    return [f"{option} {path}: expected {article} {want}, found {there}{'; ' + fix if fix else ''}"]
+
+
+def path_exists(path: str | None, option: str, what: str, fix: str = "") -> list[str]:
+    """``option`` names an existing ``what`` (``file``, ``directory`` or ``file or directory``)."""
+    return expect(path, option, what, fix) if path else []
 
 
 def tokenizer_dir(path: str | None, option: str = "--tokenizer") -> list[str]:
@@ -45,11 +62,11 @@ def tokenizer_dir(path: str | None, option: str = "--tokenizer") -> list[str]:
     if not path:
         return []
     p = Path(path)
-    if not p.is_dir():
-        return [
-            f"{option} {path}: no such directory; pass the HF model directory "
-            f"(it holds tokenizer.json / tokenizer_config.json)"
-        ]
+    wrong = expect(
+        p, option, "directory", "pass the HF model directory (it holds tokenizer.json / tokenizer_config.json)"
+    )
+    if wrong:
+        return wrong
     if not any((p / name).is_file() for name in TOKENIZER_FILES):
         return [
             f"{option} {path} holds no tokenizer ({', '.join(TOKENIZER_FILES)}); pass the "
@@ -85,12 +102,14 @@ def writable_dir(path: str | None, option: str, need_bytes: int = 0) -> list[str
         return []
     p = Path(path)
     if p.exists() and not p.is_dir():
-        return [f"{option} {path} is a file, not a directory"]
+        return [f"{option} {path}: expected a directory, found {found(p)}"]
     probe = p
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
+    if not probe.is_dir():
+        return [f"{option} {path}: {probe} is {found(probe)}, so nothing can be created under it; choose another path"]
     if not os.access(probe, os.W_OK | os.X_OK):
         return [not_writable(option, path, probe)]
     if need_bytes:
@@ -155,8 +174,9 @@ def _read_checkpoint(
     """``load``'s layout, or the one-line problem; ``hint`` says how to fix a non-checkpoint,
     ``unreadable`` why a checkpoint of a format not in ``formats`` cannot be used."""
     path = Path(load)
-    if not path.is_dir():
-        return None, [f"{option} {load}: no such directory"]
+    wrong = expect(path, option, "directory")
+    if wrong:
+        return None, wrong
     try:
         layout = checkpoint.read_layout(path)
     except checkpoint.NotACheckpoint as exc:
@@ -266,11 +286,10 @@ def divisibility(
     elif vpp and (layers // pp) % vpp:
         problems.append(f"--vpp {vpp} must divide the {layers // pp} layers per pipeline stage")
     heads, groups = preset.num_heads, preset.num_query_groups
-    if heads % tp:
-        problems.append(f"{preset.name} has {heads} attention heads, not divisible by --tp {tp}")
-    if groups % tp:
-        good = [d for d in range(1, groups + 1) if groups % d == 0]
-        problems.append(f"{preset.name} has {groups} query groups, not divisible by --tp {tp}; use --tp in {good}")
+    parts = ([f"{heads} attention heads"] if heads % tp else []) + ([f"{groups} query groups"] if groups % tp else [])
+    if parts:
+        good = [d for d in range(1, groups + 1) if groups % d == 0 and heads % d == 0]
+        problems.append(f"{preset.name} has {' and '.join(parts)}, not divisible by --tp {tp}; use --tp in {good}")
     if mbs and gbs and not problems:
         dp = world // model_parallel
         if gbs % (mbs * dp):
@@ -282,6 +301,29 @@ def divisibility(
     if seq_length and cp > 1 and seq_length % (2 * cp):
         problems.append(f"--seq-length {seq_length} must be divisible by 2 x --cp {cp}")
     return problems
+
+
+def layout_possible(preset: Preset, tp: int, pp: int) -> bool:
+    """TP divides the heads and query groups and PP the layers: else no checkpoint can have this split,
+    and suggesting a re-shard to it would only mislead."""
+    return not (preset.num_heads % tp or preset.num_query_groups % tp or preset.num_layers % pp)
+
+
+def seq_length_fits(preset: Preset, seq_length: int | None, extra: Sequence[str] = ()) -> list[str]:
+    """--seq-length within the model's position embeddings (``-- --max-position-embeddings N`` overrides)."""
+    limit = preset.model_flags.get("max-position-embeddings")
+    if "--max-position-embeddings" in extra[:-1]:
+        limit = extra[list(extra).index("--max-position-embeddings") + 1]
+    try:
+        positions = int(limit) if limit is not None else None
+    except ValueError:
+        return []
+    if seq_length and positions and seq_length > positions:
+        return [
+            f"--seq-length {seq_length} exceeds {preset.name}'s max-position-embeddings {positions}; "
+            f"use --seq-length {positions} or less"
+        ]
+    return []
 
 
 def hf_config_matches(hf_dir: str, preset: Preset, option: str = "--load") -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ascend_llm.errors import UsageError
+from ascend_llm.yamlfile import DuplicateKey, load_yaml
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 TRAINING_STAGES = ("pretrain", "sft", "lora")
@@ -95,7 +96,9 @@ def _fail(path: Path, message: str) -> UsageError:
 def load_preset_file(path: Path) -> Preset:
     """Parse and validate one preset file; every problem is one line naming the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKey as exc:
+        raise _fail(path, str(exc.problem)) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise _fail(path, f"cannot be read: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -167,7 +170,8 @@ def load_preset(name_or_path: str) -> Preset:
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         path = Path(name_or_path)
         if not path.is_file():
-            raise UsageError(f"--model {name_or_path}: no such preset file")
+            there = "a directory" if path.is_dir() else "nothing"
+            raise UsageError(f"--model {name_or_path}: expected a preset YAML file, found {there}")
         return load_preset_file(path)
     presets = available_presets()
     key = name_or_path.lower()

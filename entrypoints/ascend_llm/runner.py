@@ -109,10 +109,12 @@ def run_script(
     out: BinaryIO | None = None,
     err: BinaryIO | None = None,
     watch: Callable[[bytes], None] | None = None,
+    stops: list[int] | None = None,
 ) -> int:
     """Run bash ``text``; tee its output; return its exit status (see module doc).
 
-    ``watch``, if given, sees every chunk of the output as it arrives (a stage reading its own markers)."""
+    ``watch``, if given, sees every chunk of the output as it arrives (a stage reading its own markers);
+    ``stops``, if given, receives the stop signals that arrived (the caller then says how the stage ended)."""
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr.buffer
     log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - closed in finally
@@ -170,9 +172,11 @@ def run_script(
             say(message)
         code = EXIT_CHECKPOINT_NOT_LOADED
     elif code == 0 and forwarder.received:
-        name = signal.Signals(forwarder.received[0]).name
-        say(f"stopped by {name} before the stage finished (the workers exited cleanly)")
-        code = 128 + forwarder.received[0]
+        code = 128 + forwarder.received[0]  # the workers exited cleanly, but the stage did not finish
+    if stops is not None:
+        stops.extend(forwarder.received)
+    elif forwarder.received:
+        say(f"stopped by {signal.Signals(forwarder.received[0]).name} (exit status {code})")
     if log:
         log.close()
     return code

@@ -8,6 +8,7 @@ torchrun/python and signals reach it directly.
 from __future__ import annotations
 
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -81,11 +82,36 @@ def args_from(items: Iterable[tuple[str, object]]) -> list[Arg]:
     return out
 
 
-def _double_quoted(value: str) -> str:
-    """Escape a value for use inside double quotes (keeps ``${NAME:-value}`` expandable)."""
-    for char in ("\\", '"', "$", "`"):
+def _double_quoted(value: str, in_default: bool = False) -> str:
+    """Escape a value for use inside double quotes; ``in_default``: the word of ``"${NAME:-word}"``,
+    where an unescaped ``}`` would end the expansion early."""
+    for char in ("\\", '"', "$", "`") + (("}",) if in_default else ()):
         value = value.replace(char, "\\" + char)
     return value
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str, backslashes: bool = True) -> str:
+    """``text`` on one line: control characters escaped (``\\n``, ``\\x1b``), and backslashes unless told
+    not to (a message may already hold a repr); the rest as is."""
+    out = []
+    for char in text:
+        if char == "\\" and not backslashes:
+            out.append(char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp"):
+            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def comment(text: str) -> str:
+    """A ``# ...`` line showing ``text``: a newline in it cannot end the comment and start a command."""
+    return "# " + printable(text)
 
 
 @dataclass
@@ -126,8 +152,8 @@ class LaunchScript:
 
     def render(self) -> str:
         """A runnable bash script: exports, then the command with one option per line."""
-        lines = ["#!/usr/bin/env bash", f"# {self.title}"]
-        lines += [f"# {note}" for note in self.notes]
+        lines = ["#!/usr/bin/env bash", comment(self.title)]
+        lines += [comment(note) for note in self.notes]
         lines.append("set -eo pipefail")
         if self.source_cann:
             lines.append("# CANN and NNAL environment: the image's ENV has it; sourced only when missing.")
@@ -135,9 +161,12 @@ class LaunchScript:
                 call = " ".join(shlex.quote(word) for word in (script, *args))
                 lines.append(f'if [ -z "${{{marker}:-}}" ] && [ -f {shlex.quote(script)} ]; then . {call}; fi')
         for var in self.env:
-            comment = f"  # {var.comment}" if var.comment else ""
-            value = f'"${{{var.name}:-{_double_quoted(var.value)}}}"' if var.overridable else shlex.quote(var.value)
-            lines.append(f"export {var.name}={value}{comment}")
+            if not var.name.isidentifier() or not var.name.isascii():
+                raise ValueError(f"not a shell variable name: {var.name!r}")
+            note = "  " + comment(var.comment) if var.comment else ""
+            default = _double_quoted(var.value, in_default=True)
+            value = f'"${{{var.name}:-{default}}}"' if var.overridable else shlex.quote(var.value)
+            lines.append(f"export {var.name}={value}{note}")
         if self.ld_preload:
             joined = _double_quoted(":".join(self.ld_preload))
             lines.append(
@@ -155,6 +184,8 @@ class LaunchScript:
         body += [" ".join(shlex.quote(t) for t in arg.tokens()) for arg in self.args]
         command = [f"exec {head}"] + [f"    {line}" for line in body]
         if self.stdin_lines:
+            if any("\n" in line or line == INPUT_DELIMITER for line in self.stdin_lines):
+                raise ValueError("a here-document line holds a newline or the delimiter")  # stages refuse these
             command[-1] += f" <<'{INPUT_DELIMITER}'"
         lines.append(" \\\n".join(command))
         if self.stdin_lines:

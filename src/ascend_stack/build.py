@@ -214,7 +214,7 @@ class Builder:
                 ca_cert=self.opts.network.ca_cert, progress=not self.opts.dry_run,
             )  # fmt: skip
         except MissingInputs as missing:
-            if not self.opts.dry_run:
+            if not self.opts.dry_run or offline:  # --offline: missing inputs fail a dry run as they fail a build
                 raise
             self.log(str(missing))
             resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
@@ -282,7 +282,7 @@ class Builder:
         last = selected[-1] if not self.opts.layers else LAYER_NAMES[-1]
         plan, files, resolved = prepared or self.prepare()
         out_dir = self.opts.out_dir or render.default_out_dir(self.t, REPO / "build")
-        render.write(files, out_dir)
+        render.write(files, out_dir, option="build folder")
         parent = self._base_image()  # what the next layer's hash covers: an image ID once known
         parent_ref = self.t.base_image  # what the next layer's FROM names: a tag, never an ID
         results: list[LayerResult] = []

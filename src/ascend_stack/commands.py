@@ -9,7 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import budgets
+from . import budgets, paths
 from . import render as rendering
 from .baseimage import BaseImageError, build_base_image
 from .build import Builder, BuildOptions, LayerResult
@@ -229,6 +229,8 @@ def build(
     opts.selected()  # bad --layers/--until fail before anything else
     if opts.budgets is None:
         opts.budgets = budgets.load(matrix_path.parent / budgets.FILE)
+    opts.dirs.check()
+    check_ca_cert(opts.network.ca_cert)
     builder = Builder(target, opts, None)
     prepared = builder.prepare()  # inputs are found and verified before the engine is even asked
     builder.driver = driver = _driver(opts.dry_run, verbose)
@@ -255,6 +257,8 @@ def fetch(
     ``wheels``: also every file of the target's Python lock, for its platform (what an offline build needs).
     """
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
+    dirs.check()
+    check_ca_cert(ca_cert)
     plan, _ = rendering.plan(target)
     resolved = fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert)
     if wheels:
@@ -267,6 +271,16 @@ def fetch(
         got = pylock.download_wheels(target, lock, dirs.wheelhouse, find_links=dirs.extra_wheelhouses,
                                      index_url=index_url, ca_cert=ca_cert, report=print)  # fmt: skip
         print(f"wheelhouse {dirs.wheelhouse}: {got} new file(s); every package of {lock.path.name} is local")
+
+
+def check_ca_cert(ca_cert: Path | None) -> None:
+    """--ca-cert names a readable PEM bundle: checked before the first download, not by each one."""
+    if ca_cert is None:
+        return
+    from .download import _ssl_context
+
+    paths.expect(ca_cert, "--ca-cert", "file", "pass the PEM bundle of your proxy's CA")
+    _ssl_context(str(ca_cert))
 
 
 def base_image(os_name: str, arch: str | None, mirror: str | None, force: bool) -> str:
@@ -292,6 +306,8 @@ def verify(
     """``invoke verify``: run the image's checks, print one line per check and a verdict; the exit code."""
     from . import verify as verifying
 
+    if lock_dir is not None:
+        paths.expect(lock_dir, "--lock-dir", "directory", "pass the folder of the row lock files")
     target = None
     if image is None:
         if not any(target_choices.values()):
@@ -323,6 +339,8 @@ def manifest(
 
     if lock_dir is not None and not lock_dir.is_dir():
         raise UserError(f"--lock-dir {lock_dir}: no such directory")
+    if out is not None:
+        paths.expect_creatable(out, "--out", "directory")
     return manifests.write(image, out or REPO / "build" / "manifests", lock_dir, matrix_path)
 
 
@@ -349,9 +367,10 @@ def k8s_manifest(
     """``invoke k8s``: the manifest as YAML; written to ``out`` when given (then the path is returned)."""
     from . import k8s as manifests
 
+    if out is not None:
+        paths.expect_creatable(out, "--out", "file")
     text = manifests.render(opts, argv or [])
     if out is None:
         return text
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    paths.write_text(out, text)
     return f"wrote {out} ({opts.kind}, {opts.nodes} node(s)): kubectl apply -f {out}\n"

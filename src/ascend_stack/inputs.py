@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from . import paths
 from .download import ChecksumMismatch
 from .download import download as http_download
 from .errors import UserError
@@ -71,6 +72,15 @@ class InputDirs:
     @property
     def wheelhouses(self) -> tuple[Path, ...]:
         return (*self.extra_wheelhouses, self.wheelhouse)
+
+    def check(self) -> None:
+        """Each folder option names a folder (or, for the caches, nothing yet), before any work starts."""
+        paths.expect_creatable(self.packages, "--packages", "directory")
+        paths.expect_creatable(self.locks, "--lock-dir", "directory")
+        for folder in self.extra_wheelhouses:
+            paths.expect(folder, "--wheelhouse", "directory", "pass a folder of .whl files")
+        if self.source_overrides is not None:
+            paths.expect(self.source_overrides, "--sources", "directory", "pass a folder of git mirrors")
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from . import paths
 from .errors import UserError
 
 LOCK_DIR = Path(__file__).resolve().parents[2] / "locks"
@@ -37,22 +37,6 @@ _HEADER = """\
 # Builds verify their inputs against it. To move a git ref or accept a new file, run
 # `invoke fetch --cann {row} --update` rather than editing by hand.
 """
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def lock_path(row: str, lock_dir: Path | None = None) -> Path:
@@ -136,7 +120,7 @@ class Lock:
             self.files = {**disk.files, **self.files}
             for name, refs in disk.git.items():
                 self.git[name] = {**refs, **self.git.get(name, {})}
-        _atomic_write(self.path, self.to_yaml())
+        paths.write_text(self.path, self.to_yaml())
         self.changed = False
         return True
 
@@ -219,5 +203,5 @@ class HashCache:
             return
         live = {p: e for p, e in self._data.items() if Path(p).exists()}
         with contextlib.suppress(OSError):
-            _atomic_write(self.path, json.dumps(live, indent=0, sort_keys=True) + "\n")
+            paths.write_text(self.path, json.dumps(live, indent=0, sort_keys=True) + "\n")
             self._dirty = False

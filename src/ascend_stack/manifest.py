@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import __version__, render, sbom
+from . import __version__, paths, render, sbom
 from .container import Container, inspect_image, running
 from .errors import UserError
 from .lock import LOCK_DIR
@@ -128,10 +128,22 @@ def collect(image: str) -> dict[str, Any]:
     return data
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> list[str]:
-    def cell(v: object) -> str:
-        return "" if v is None else str(v).replace("|", "\\|")
+def md_text(value: object) -> str:
+    """Any value as Markdown text on one line: control characters escaped, no HTML, no table breaks."""
+    text = paths.one_line("" if value is None else str(value))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
+
+def md_code(value: object) -> str:
+    """An inline code span that no backtick in ``value`` can end early."""
+    text = paths.one_line(str(value))
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> list[str]:
+    cell = md_text
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
@@ -139,11 +151,12 @@ def _table(header: tuple[str, ...], rows: list[tuple[object, ...]]) -> list[str]
 def to_markdown(data: dict[str, Any]) -> str:
     img, cann, py, osd = data["image"], data["cann"], data["python"], data["os"]
     row = {k: v for k, v in data["matrix_row"].items() if v is not None}
-    out = [f"# Manifest of `{img['tag']}`", "", f"Image ID `{img['id']}`, created {img['created']}, {img['arch']}.", ""]
+    created, arch = md_text(img["created"]), md_text(img["arch"])
+    out = [f"# Manifest of {md_code(img['tag'])}", "", f"Image ID {md_code(img['id'])}, created {created}, {arch}.", ""]
     out += ["## Matrix row (labels)", "", *_table(("field", "value"), list(row.items())), ""]
     out += ["## CANN", ""]
     if cann.get("stand_in"):
-        out += [f"**Not a real CANN**: {cann['stand_in']}.", ""]
+        out += [f"**Not a real CANN**: {md_text(cann['stand_in'])}.", ""]
     out += _table(
         ("component", "version"),
         [("toolkit", cann["toolkit"]), ("toolkit inner version", cann["toolkit_innerversion"]),
@@ -152,8 +165,10 @@ def to_markdown(data: dict[str, Any]) -> str:
     )  # fmt: skip
     out += ["", "## Sources", ""]
     out += _table(("source", "ref", "commit"), [(n, s.get("ref"), s.get("commit")) for n, s in data["sources"].items()])
-    out += ["", f"## Python {py['version']}: `pip freeze`", "", "```", *py["pip_freeze"], "```", ""]
-    out += [f"## OS packages ({osd['name']}, {osd['manager']}: {len(osd['packages'])})", ""]
+    freeze = [paths.one_line(line) for line in py["pip_freeze"]]
+    fence = "`" * max([3] + [len(run) + 1 for line in freeze for run in re.findall("`{3,}", line)])
+    out += ["", f"## Python {md_text(py['version'])}: `pip freeze`", "", fence, *freeze, fence, ""]
+    out += [f"## OS packages ({md_text(osd['name'])}, {md_text(osd['manager'])}: {len(osd['packages'])})", ""]
     out += _table(("package", "version", "arch"), [(p["name"], p["version"], p["arch"]) for p in osd["packages"]])
     out += ["", "## Labels", "", *_table(("label", "value"), list(data["labels"].items())), ""]
     return "\n".join(out)
@@ -193,7 +208,7 @@ def write(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = file_stem(image)
     json_path, md_path, sbom_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.cdx.json"
-    json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(to_markdown(data), encoding="utf-8")
-    sbom_path.write_text(bill_of_materials(data, lock_dir, matrix_path), encoding="utf-8")
+    paths.write_text(json_path, json.dumps(data, indent=2) + "\n")
+    paths.write_text(md_path, to_markdown(data))
+    paths.write_text(sbom_path, bill_of_materials(data, lock_dir, matrix_path))
     return json_path, md_path, sbom_path

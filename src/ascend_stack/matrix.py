@@ -354,16 +354,45 @@ def parse_matrix(raw: Any, source: str = "matrix.yaml") -> Matrix:
     return matrix
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice (YAML itself keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable: SafeLoader reports it
+                continue
+            seen[key] = line
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {first} and {line}); keep one", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML written by people: like ``yaml.safe_load``, but a duplicate key is an error."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def load_matrix(path: Path) -> Matrix:
     """Load and validate ``matrix.yaml``; any problem raises :class:`MatrixError`."""
+    if not path.is_file():
+        there = "a directory" if path.is_dir() else "nothing"
+        raise UserError(
+            f"--matrix {path}: expected a file, found {there}; run from the repository root or pass --matrix"
+        )
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file; run from the repository root or pass --matrix") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--matrix {path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise UserError(f"--matrix {path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return parse_matrix(raw, path.name)

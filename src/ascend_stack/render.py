@@ -8,8 +8,10 @@ plan written next to the Dockerfiles is exactly what the builder executes.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, ClassVar
 
 import jinja2
 
-from . import __version__
+from . import __version__, paths
 from .errors import UserError
 from .target import IMAGE, Target
 
@@ -582,20 +584,60 @@ def plan(
     return out, files
 
 
-def write(files: dict[str, str], out_dir: Path) -> None:
-    """Write rendered files atomically: into a sibling temp dir, then swap it in."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+MARKER = ".ascend-stack-render"
+"""Written into every render folder: what tells a previous render (replaced whole) from the user's folder."""
+MARKER_TEXT = "written by ascend-llm-stack's render: this folder is replaced whole by the next render\n"
+
+
+def previous_render(out_dir: Path) -> bool:
+    """``out_dir`` holds a render (its marker, or the build plan of a render made before the marker
+    existed), so the next render may replace it whole."""
     try:
-        for rel, text in files.items():
+        if (out_dir / MARKER).is_file():
+            return (out_dir / MARKER).read_text(encoding="utf-8") == MARKER_TEXT
+        plan = json.loads((out_dir / "plan.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(plan, dict) and str(plan.get("generated_by", "")).startswith("ascend-llm-stack ")
+
+
+def check_out_dir(out_dir: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, lies under a file, or holds anything but a previous render."""
+    paths.expect_creatable(out_dir, option, "directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not previous_render(out_dir):
+        raise UserError(
+            f"{option} {out_dir}: the directory is not empty and holds no previous render (no {MARKER}); "
+            f"choose a new or empty directory: render replaces its output folder whole"
+        )
+
+
+def write(files: dict[str, str], out_dir: Path, option: str = "--out") -> None:
+    """Write rendered files into a private sibling temp dir, then swap it in: the folder is complete or
+    untouched, and only a previous render (or an empty folder) is ever replaced."""
+    check_out_dir(out_dir, option)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
+    try:
+        for rel, text in {**files, MARKER: MARKER_TEXT}.items():
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the render from other users
+        moved = out_dir.exists()
+        if moved:
+            out_dir.rename(old)
+        try:
+            tmp.rename(out_dir)
+        except BaseException:
+            if moved:
+                old.rename(out_dir)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def target_key(t: Target) -> str:

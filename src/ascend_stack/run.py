@@ -69,6 +69,23 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 ROOT_USERS = {"root", "0"}
+# An image reference as Docker parses it (distribution/reference): [host[:port]/]path[:tag][@digest]
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_IMAGE_REF = re.compile(
+    rf"(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+
+
+def check_image(ref: str) -> None:
+    """``--image`` is an image reference Docker and Kubernetes accept (a typo'd or pasted line is not)."""
+    if not _IMAGE_REF.fullmatch(ref) or len(ref.split("@")[0].rsplit(":", 1)[0]) > 255:
+        raise UserError(
+            f"--image {ref!r}: not an image reference; expected [REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST] "
+            f"with a lower-case NAME, e.g. the tag `invoke build` printed"
+        )
 
 
 @dataclass
@@ -212,6 +229,7 @@ def docker_run(opts: RunOptions, cwd: Path | None = None, root: Path = Path("/")
     NPUs need are read from the device nodes and driver paths under ``root`` (this host)."""
     if not opts.image:
         raise UserError("--image is required: the tag `invoke build` printed, e.g. ascend-llm-stack:8.1.rc1-910b-...")
+    check_image(opts.image)
     if not opts.command:
         raise UserError("say what to run after --, e.g. invoke run --image TAG -- check (see ascend-llm --help)")
     host = host_type(opts.host_type)

@@ -284,3 +284,57 @@ def test_report_is_written_atomically(tmp_path: Path) -> None:
     accuracy.write_report(target, {"accuracy": 1.0})
     assert json.loads(target.read_text()) == {"accuracy": 1.0}
     assert not list(target.parent.glob("*.tmp"))
+
+
+def test_ctrl_c_keeps_the_report_of_the_samples_done(tiny_model, tmp_path, script_env) -> None:
+    """SIGINT to a running `evaluate --task accuracy` (a real subprocess): once it says it generated the first
+    sample it is stopped; it ends with 130 and one line, and the report holds the samples done, marked partial."""
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "big.jsonl"
+    many = [QUESTIONS[i % len(QUESTIONS)] for i in range(4000)]  # far more than can finish before the signal
+    with open(data, "w", encoding="utf-8") as handle:
+        for question in many:
+            turns = [{"role": "user", "content": question}, {"role": "assistant", "content": "yes"}]
+            handle.write(json.dumps({"messages": turns}) + "\n")
+    report = tmp_path / "out" / "report.json"
+    argv = ["evaluate", "--task", "accuracy", "--load", tiny_model, "--data", data, "--output", report,
+            "--max-new-tokens", NEW_TOKENS, "--device", "cpu", "--log-dir", tmp_path / "logs"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ascend_llm", *map(str, argv)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=script_env, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("accuracy: generated 1/4000"):
+                break
+        assert seen and seen[-1].startswith("accuracy: generated 1/"), (seen, proc.wait(), proc.stderr.read())
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+        out, err = proc.communicate()
+    finally:
+        proc.kill()
+    assert code == 130, (code, out, err)
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert err.splitlines()[-1].startswith("ascend-llm: evaluate accuracy stopped by SIGINT (exit status 130)"), err
+    assert sum("stopped by" in line for line in err.splitlines()) == 1
+    assert "partial report" in out and str(report) in out
+    written = json.loads(report.read_text())
+    assert written["partial"] is True and written["planned"] == 4000
+    assert 1 <= written["total"] == len(written["samples"]) < 4000
+    assert [row["line"] for row in written["samples"]] == list(range(1, written["total"] + 1))
+    assert sorted(p.name for p in report.parent.iterdir()) == ["report.json"], "no temporary file is left"
+
+
+def test_a_newline_in_the_report_name_cannot_start_a_command(ascend, tiny_model, own_answers, tmp_path, importable):
+    """The issue's second reproduction, through a real run: --output with a newline and a command in it."""
+    pwned = tmp_path / "PWNED"
+    report = Path(f"{tmp_path}/r\ntouch {pwned}\n.json")
+    written = run_accuracy(ascend, tiny_model, write_set(tmp_path / "d.jsonl", own_answers), report)
+    assert written["total"] == 8 and written["partial"] is False
+    assert not pwned.exists()

@@ -6,6 +6,7 @@ test_upstream_examples.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -271,3 +272,31 @@ def test_benchmarks_generate_as_many_tokens_as_upstream_recommends(ascend, world
             "--tokenizer", world.hf, "--data", data, "--dry-run"]  # fmt: skip
     assert parse_command(ascend(*argv).out)["--max-new-tokens"] == [tokens]
     assert parse_command(ascend(*argv, "--max-new-tokens", "64").out)["--max-new-tokens"] == ["64"]
+
+
+# -- user text in the script ---------------------------------------------------------------------------
+def test_a_newline_in_a_path_cannot_start_a_command(ascend, world, roomy_disk, tmp_path) -> None:
+    """The issue's reproduction: `sft ... --save $'/tmp/s\\ntouch /tmp/PWNED\\n' --dry-run | bash` made
+    /tmp/PWNED, because the path reached the script's comment lines unescaped. Run the script with the real
+    PATH (touch exists) and a stand-in torchrun that writes down its arguments."""
+    pwned = tmp_path / "PWNED"
+    save = f"{tmp_path}/s\ntouch {pwned}\n"
+    argv = world.sft_args()
+    argv[argv.index("--save") + 1] = save
+    result = ascend(*argv, "--dry-run")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    header = lines[1 : lines.index("set -eo pipefail")]
+    assert len(header) == 2 and all(line.startswith("# ") for line in header), header  # title and log note
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "torchrun").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    (bin_dir / "torchrun").chmod(0o755)
+    home = Path(os.environ["MINDSPEED_LLM_HOME"])
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(tmp_path / "argv")}
+    done = subprocess.run(["bash"], input=result.out, text=True, env=env, capture_output=True, cwd=home)
+    assert done.returncode == 0, done.stderr
+    assert not pwned.exists()
+    recorded = (tmp_path / "argv").read_text()
+    assert f"--save\n{save}\n" in recorded, "the path reached torchrun whole"
+    assert Path(save).is_dir(), "the directory the user named, newlines and all, was made for the checkpoint"

@@ -268,7 +268,7 @@ def test_the_check_defers_what_earlier_steps_write_and_lists_it(ascend, inputs, 
     result = ascend("pipeline", example(tmp_path, "sft"), *inputs.args(), "--check")
     assert result.code == 0, result.err
     deferred = [line for line in result.err.splitlines() if "deferred:" in line]
-    assert any(f"--load {inputs.output / 'mcore-tp8pp1'}: no such directory" in line for line in deferred)
+    assert any(f"--load {inputs.output / 'mcore-tp8pp1'}: expected a directory, found nothing" in line for line in deferred)
     assert all("checked when it starts" in line for line in deferred)
 
 
@@ -488,7 +488,7 @@ def test_from_and_only_select_steps_whatever_the_records_say(ascend, standin_run
     file = example(tmp_path, "sft")
     refused = ascend("pipeline", file, *inputs.args(), "--check", "--from", "sft")
     assert refused.code == 2, "nothing before sft runs, so its checkpoint must exist already"
-    assert f"step sft: --load {inputs.output / 'mcore-tp8pp1'}: no such directory" in refused.err
+    assert f"step sft: --load {inputs.output / 'mcore-tp8pp1'}: expected a directory, found nothing" in refused.err
     assert ascend("pipeline", file, *inputs.args(), "--only", "convert").code == 0
     assert ascend("pipeline", file, *inputs.args(), "--only", "convert").code == 0
     again = read_report(inputs)

@@ -65,11 +65,13 @@ def test_passing_case_prints_the_script(ascend, sft_args) -> None:
 
 # -- paths and tokenizer -------------------------------------------------------------------------
 def test_load_must_exist(ascend, sft_args, world) -> None:
-    only_line(ascend(*sft_args(**{"--load": world.root / "nope"})), "--load", "no such directory")
+    only_line(ascend(*sft_args(**{"--load": world.root / "nope"})), "--load", "expected a directory, found nothing")
 
 
 def test_tokenizer_dir_must_exist_and_hold_a_tokenizer(ascend, sft_args, world) -> None:
-    only_line(ascend(*sft_args(**{"--tokenizer": world.root / "nope"})), "--tokenizer", "no such directory")
+    only_line(
+        ascend(*sft_args(**{"--tokenizer": world.root / "nope"})), "--tokenizer", "expected a directory, found nothing"
+    )
     empty = world.root / "empty"
     empty.mkdir()
     only_line(ascend(*sft_args(**{"--tokenizer": empty})), "holds no tokenizer", "tokenizer.json")
@@ -80,7 +82,10 @@ def test_tokenizer_dir_must_exist_and_hold_a_tokenizer(ascend, sft_args, world) 
 def test_save_dir_must_be_writable(ascend, sft_args, world) -> None:
     line = only_line(ascend(*sft_args(**{"--save": "/proc/1/ascend-llm-out"})), "--save", "not writable")
     assert "/proc/1" in line and "docker run -v" in line
-    only_line(ascend(*sft_args(**{"--save": world.sft_data + "_packed_labels_document.bin"})), "is a file")
+    only_line(
+        ascend(*sft_args(**{"--save": world.sft_data + "_packed_labels_document.bin"})),
+        "expected a directory, found a file",
+    )
     assert ascend(*sft_args(**{"--save": world.root / "new" / "deeper"})).code == 0
 
 
@@ -464,7 +469,7 @@ def test_preprocess_checks_input_format_and_prefix(ascend, world, tmp_path: Path
             tmp_path / "o",
             "--dry-run",
         ),
-        "no such file",
+        "expected a file or directory, found nothing",
     )
     data.write_text('{"messages": [{"speaker": "x"}]}\n')
     only_line(ascend(*base, "--format", "openai", "--output-prefix", tmp_path / "o"), "{role, content}")

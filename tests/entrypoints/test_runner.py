@@ -332,3 +332,49 @@ def test_2_3_0_mcore2hf_leaves_loadable_hf_weights(ascend, world, roomy_disk) ->
     assert (out / "generation_config.json").is_file() and (out / "model-00001-of-00001.safetensors").is_file()
     assert is_hf_model_dir(out)
     assert list(hf.glob("*.safetensors")) == [hf / "model-00001-of-00001.safetensors"], "the original is untouched"
+
+
+# -- stopping a real stage: one line, 128 + the signal, no traceback ---------------------------------
+SLOW_TORCHRUN = textwrap.dedent("""\
+    #!/usr/bin/env python3
+    # stands in for torchrun of a long training run: says it is running, then waits to be stopped
+    import signal, sys, time
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))  # torchrun ends its workers and exits on Ctrl-C
+    print("TRAINING", flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_stage_says_so_in_one_line(tmp_path: Path, sysroot: Path, world, script_env, sig) -> None:
+    """Ctrl-C / docker stop of a running sft: the runner waits for the stand-in torchrun to end and says how
+    the stage ended in one line (a small model, so the disk-space rule passes on any machine)."""
+    make_devices(sysroot, 8)
+    make_mindspeed_home()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "torchrun").write_text(SLOW_TORCHRUN.replace("python3", sys.executable, 1))
+    (bin_dir / "torchrun").chmod(0o755)
+    env = {**script_env, **{k: os.environ[k] for k in ("ASCEND_LLM_SYSROOT", "MINDSPEED_LLM_HOME")}}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    hf = world.hf  # its tokenizer files; the model is qwen3-0.6b, trained from its TP1 PP1 checkpoint
+    load = world.checkpoint(1, 1)
+    argv = ["sft", "--model", "qwen3-0.6b", "--load", load, "--save", tmp_path / "save", "--data", world.sft_data,
+            "--tokenizer", hf, "--train-iters", "1", "--gbs", "8"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ascend_llm", *map(str, argv)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(proc, "TRAINING")
+        proc.send_signal(sig)
+        code = proc.wait(timeout=TIMEOUT)
+        out, err = proc.communicate()
+    finally:
+        proc.kill()
+    assert code == 128 + sig, (code, err)
+    assert "Traceback" not in out + err
+    stops = [line for line in err.splitlines() if "stopped by" in line]
+    assert stops == [stops[0]] and stops[0].startswith(f"ascend-llm: sft stopped by {sig.name} (exit status "), err
+    assert "what it completed is kept; log: " in stops[0]
+    assert err.count("\n") == 2, err  # "logging to ..." when it started, and the stop

@@ -218,8 +218,9 @@ def accuracy_problems(req: StageRequest) -> list[str]:
     o = req.opts
     problems: list[str] = []
     load = Path(o["load"])
-    if not load.is_dir():
-        problems.append(f"--load {load}: no such directory; pass the HF model dir (e.g. <hf-dir>/mg2hf)")
+    wrong = preflight.expect(load, "--load", "directory", "pass the HF model dir (e.g. <hf-dir>/mg2hf)")
+    if wrong:
+        problems += wrong
     elif (load / checkpoint.TRACKER).is_file():
         model = req.preset.name if req.preset else "MODEL"
         problems.append(
@@ -234,6 +235,10 @@ def accuracy_problems(req: StageRequest) -> list[str]:
             problems += preflight.transformers_knows(model_type, "evaluate")
     problems += preflight.tokenizer_dir(o["tokenizer"])
     problems += check_messages_file(o["data"], o.get("limit"))
+    if os.path.lexists(o["output"]) and not os.path.isfile(o["output"]):
+        problems += preflight.expect(
+            o["output"], "--output", "file", f"name the report: --output {Path(o['output']) / 'accuracy.json'}"
+        )
     problems += preflight.writable_dir(str(Path(o["output"]).parent), "--output")
     problems += preflight.writable_dir(o.get("log_dir"), "--log-dir")
     return problems
@@ -251,8 +256,9 @@ def check_messages_file(path: str, limit: int | None = None) -> list[str]:
     """Every line is {"messages": [...]} ending in an assistant turn (the expected answer)."""
     from ascend_llm.accuracy import DataError, load_samples
 
-    if not os.path.isfile(path):
-        return [f"--data {path}: no such file; pass the .jsonl of OpenAI-style messages"]
+    wrong = preflight.expect(path, "--data", "file", "pass the .jsonl of OpenAI-style messages")
+    if wrong:
+        return wrong
     try:
         load_samples(Path(path), limit)
     except DataError as exc:

@@ -15,10 +15,12 @@ def inference_problems(req: StageRequest, stage: str, command: Command) -> list[
     assert preset is not None and rdzv is not None
     problems: list[str] = []
     problems += preflight.tokenizer_dir(o["tokenizer"])
-    problems += preflight.checkpoint_layout(o["load"], o["tp"], o["pp"], preset, formats=load_formats(req, command))
+    if preflight.layout_possible(preset, o["tp"], o["pp"]):  # else divisibility below says why
+        problems += preflight.checkpoint_layout(o["load"], o["tp"], o["pp"], preset, formats=load_formats(req, command))
     problems += lora_problems(req)
     problems += preflight.writable_dir(o.get("log_dir"), "--log-dir")
     problems += preflight.divisibility(preset, o["tp"], o["pp"], 1, rdzv.world_size)
+    problems += preflight.seq_length_fits(preset, o.get("seq_length"), req.extra)
     problems += preflight.devices(rdzv.nproc_per_node, rdzv.nnodes, req.dry_run)
     problems += preflight.transformers_knows(preset.hf_model_type, stage)
     if not req.dry_run:

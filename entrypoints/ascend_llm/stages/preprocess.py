@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ascend_llm import datafiles, preflight
 from ascend_llm.errors import UsageError
@@ -31,6 +31,14 @@ OPENAI_MAP_KEYS = {
     },
 }
 SNIFF_LIMIT = 64 * 1024 * 1024
+# What preprocess_data.py loads (MindSpeed-LLM's _get_data_format: file suffix -> datasets loader)
+SUFFIXES = ("jsonl", "json", "parquet", "csv", "txt", "arrow")
+# The --map-keys fields each handler reads (MindSpeed-LLM's get_handler_dataset_attr); values name columns
+MAP_FIELDS = {
+    "alpaca": ("prompt", "query", "response", "history", "system", "chosen", "rejected"),
+    "sharegpt": ("messages", "tags", "system", "tools", "chosen", "rejected", "kto_tag"),
+}
+TAG_FIELDS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -122,10 +130,7 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
         if req.opts.get("enable_thinking") not in (None, "none") and "enable_thinking" in unsupported:
             raise UsageError(unsupported["enable_thinking"])
         if req.opts.get("map_keys"):
-            try:
-                json.loads(req.opts["map_keys"])
-            except ValueError as exc:
-                raise UsageError(f"--map-keys is not valid JSON: {exc}") from None
+            req.state["map_keys"] = parse_map_keys(req.opts["map_keys"], fmt)
         if not req.opts.get("log_dir"):
             req.opts["log_dir"] = str(Path(req.opts["output_prefix"]).parent / "logs")
 
@@ -159,9 +164,14 @@ The output prefix's directory is created. Pass the bare prefix; preprocessing ap
                 req.notes.append(f"note: {raw} is not a local path; preprocess_data.py will try the HF hub")
                 o["input"] = raw
             else:
-                problems.append(f"--input {source}: no such file or directory")
-        elif os.path.isfile(source) and not o.get("map_keys"):
-            problems += sniff(source, o["format"])
+                problems += preflight.expect(source, "--input", "file or directory", "pass the data set file or folder")
+        else:
+            files, problem = data_files(source)  # no files and no problem: a loading script upstream runs
+            problems += [problem] if problem else []
+            if files and "map_keys" in req.state:
+                problems += map_keys_problems(files[0], req.state["map_keys"])
+            elif files:
+                problems += sniff(files[0], o["format"], o["json_keys"])
         problems += preflight.tokenizer_dir(o["tokenizer"])
         prefix_problem = datafiles.output_prefix_problem(o["output_prefix"], o["format"])
         if prefix_problem:
@@ -243,7 +253,93 @@ def guess_format(record: dict[str, Any]) -> str | None:
     return None
 
 
-def sniff(path: str, fmt: str) -> list[str]:
+def data_files(source: str) -> tuple[list[str], str | None]:
+    """The files preprocess_data.py would load from ``source`` (a file, or a folder of one format),
+    or the one-line reason it cannot: an unsupported suffix, nothing to read, formats mixed."""
+    hint = f"preprocessing reads {', '.join('.' + x for x in SUFFIXES)}"
+    script = source if os.path.isfile(source) else os.path.join(source, os.path.basename(source) + ".py")
+    if script.endswith(".py") and os.path.isfile(script):
+        return [], None  # a datasets loading script: upstream runs it, there is nothing to check here
+    if os.path.isfile(source):
+        files = [source]
+        if source.rsplit(".", 1)[-1] not in SUFFIXES:
+            return [], f"--input {source}: unsupported file type; {hint}"
+    else:
+        try:
+            names = sorted(n for n in os.listdir(source) if not n.startswith("."))
+        except OSError as exc:
+            return [], f"--input {source}: cannot read the folder ({exc.strerror})"
+        files = [os.path.join(source, n) for n in names if n.rsplit(".", 1)[-1] in SUFFIXES]
+        kinds = sorted({f.rsplit(".", 1)[-1] for f in files})
+        if not files:
+            return [], f"--input {source}: the folder holds no data file; {hint}"
+        if len(kinds) > 1:
+            return [], (
+                f"--input {source}: the folder mixes {', '.join('.' + k for k in kinds)} files; preprocessing would "
+                f"read only one kind: keep one format per folder, or pass one file"
+            )
+    for file in files:
+        if not os.path.isfile(file):
+            return [], f"--input {file}: expected a file, found {preflight.found(file)}"
+        if os.path.getsize(file) == 0 or (file.endswith((".jsonl", ".json", ".csv", ".txt")) and _blank(file)):
+            return [], f"--input {file} is empty; pass the data set file"
+    return files, None
+
+
+def _blank(path: str) -> bool:
+    """Only whitespace in the first 64 KiB (and nothing after)."""
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+        return not head.strip() and not handle.read(1)
+
+
+def parse_map_keys(text: str, fmt: str) -> dict[str, Any]:
+    """--map-keys: a JSON object of the handler's fields -> column names ("tags": an object of tag fields)."""
+    fields = MAP_FIELDS["alpaca" if fmt == "alpaca" else "sharegpt"]
+    example = '{"prompt": "question", "response": "answer"}' if fmt == "alpaca" else '{"messages": "conversation"}'
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--map-keys is not valid JSON ({exc}); pass an object such as {example}") from None
+    if not isinstance(value, dict) or not value:
+        raise UsageError(f"--map-keys must be a JSON object of field: column, such as {example}")
+    for key, column in value.items():
+        if key not in fields:
+            raise UsageError(f"--map-keys: '{key}' is not a field of --format {fmt}; use {', '.join(fields)}")
+        if key == "tags":
+            if not isinstance(column, dict) or not all(
+                k in TAG_FIELDS and isinstance(v, str) for k, v in column.items()
+            ):
+                raise UsageError(f"--map-keys: 'tags' must be an object of {', '.join(TAG_FIELDS)} -> strings")
+        elif not isinstance(column, str) or not column:
+            raise UsageError(f"--map-keys: '{key}' must name a column (a string), not {json.dumps(column)}")
+    return value
+
+
+def map_keys_problems(path: str, mapping: dict[str, Any]) -> list[str]:
+    """Every column --map-keys names is in the first record (and its tags in the first message)."""
+    try:
+        record = first_record(path)
+    except ValueError as exc:
+        return [f"--input {path}: not valid JSON ({exc})"]
+    except OSError as exc:
+        return [f"--input {path}: cannot read ({exc.strerror})"]
+    if record is None:
+        return []
+    missing = [column for key, column in mapping.items() if key != "tags" and column not in record]
+    if missing:
+        keys = ", ".join(sorted(map(str, record))[:8])
+        return [f"--map-keys names {', '.join(missing)}, but the first record of {path} has only [{keys}]"]
+    messages = record.get(mapping.get("messages", "messages"))
+    tags = mapping.get("tags") or {}
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        absent = [tags[t] for t in ("role_tag", "content_tag") if t in tags and tags[t] not in messages[0]]
+        if absent:
+            return [f"--map-keys tags name {', '.join(absent)}, but the first message of {path} has no such key"]
+    return []
+
+
+def sniff(path: str, fmt: str, json_keys: Sequence[str] = ("text",)) -> list[str]:
     """Check the first record has the keys --format expects; name the right format if not."""
     try:
         record = first_record(path)
@@ -253,7 +349,7 @@ def sniff(path: str, fmt: str) -> list[str]:
         return [f"--input {path}: cannot read ({exc.strerror})"]
     if record is None:
         return []
-    expected = EXPECTED_KEYS[fmt]
+    expected = tuple(json_keys) if fmt == "pretrain" else EXPECTED_KEYS[fmt]
     if all(k in record for k in expected):
         if fmt == "openai":
             messages = record.get("messages")
@@ -263,6 +359,7 @@ def sniff(path: str, fmt: str) -> list[str]:
                 return [f"--input {path}: 'messages' must be a list of {{role, content}} objects"]
         return []
     guessed = guess_format(record)
-    keys = ", ".join(sorted(record)[:6])
-    hint = f"; it looks like --format {guessed}" if guessed else "; pass --map-keys to map your columns"
+    keys = ", ".join(sorted(map(str, record))[:6])
+    mapping = "--json-keys COLUMN to name the text column" if fmt == "pretrain" else "--map-keys to map your columns"
+    hint = f"; it looks like --format {guessed}" if guessed and guessed != fmt else f"; pass {mapping}"
     return [f"--input {path}: the first record has keys [{keys}], not {list(expected)} as --format {fmt} expects{hint}"]

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ascend_llm import checkpoint, preflight
+from ascend_llm.errors import UsageError
 from ascend_llm.options import Option, common, opt, positive_int
 from ascend_llm.script import Arg, LaunchScript
 from ascend_llm.stages.base import (
@@ -18,6 +19,15 @@ from ascend_llm.stages.base import (
     model_args,
     tokenizer_args,
 )
+
+
+def split_ok(text: str) -> bool:
+    """Megatron's --split as this stage passes it: ``A,B,C``, finite and non-negative, training share > 0."""
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        return False
+    return len(shares) == 3 and all(0 <= v < float("inf") for v in shares) and shares[0] > 0
 
 
 class TrainingStage(Stage):
@@ -93,6 +103,12 @@ class TrainingStage(Stage):
         self.require(req, *required)
         if req.opts.get("save_interval") is None:
             req.opts["save_interval"] = req.opts["train_iters"]
+        split = str(req.opts["split"])
+        if not split_ok(split):
+            raise UsageError(
+                f"--split {split}: expected three non-negative numbers train,valid,test with a train share "
+                f"above 0, e.g. --split 100,0,0 or --split 98,1,1"
+            )
         tb = req.opts.get("tensorboard_dir")
         if tb is None:
             req.opts["tensorboard_dir"] = os.path.join(req.opts["save"], "tensorboard")
@@ -125,9 +141,10 @@ class TrainingStage(Stage):
         problems += preflight.tokenizer_dir(o["tokenizer"])
         problems += self.data_problems(req)
         command = self.command(req)
-        problems += preflight.checkpoint_layout(
-            self.loaded(req), o["tp"], o["pp"], preset, formats=load_formats(req, command)
-        )
+        if preflight.layout_possible(preset, o["tp"], o["pp"]):  # else divisibility below says why
+            problems += preflight.checkpoint_layout(
+                self.loaded(req), o["tp"], o["pp"], preset, formats=load_formats(req, command)
+            )
         saves = preflight.saves_count(o["train_iters"], o["save_interval"])
         need = preflight.checkpoint_bytes(preset, self.bytes_kind, saves)
         problems += preflight.writable_dir(o["save"], "--save", need)
@@ -144,6 +161,7 @@ class TrainingStage(Stage):
             seq_length=o["seq_length"],
             sequence_parallel=self.sequence_parallel(req),
         )
+        problems += preflight.seq_length_fits(preset, o["seq_length"], req.extra)
         problems += self.extra_problems(req)
         problems += preflight.devices(rdzv.nproc_per_node, rdzv.nnodes, req.dry_run)
         problems += preflight.transformers_knows(preset.hf_model_type, self.name)
