@@ -47,7 +47,7 @@ def test_chain_has_every_layer_with_content_and_human_tags(chain: Chain, docker_
         assert docker_client.images.get(r.content_tag).id == r.image_id
     labels = image.labels
     assert labels["io.ascend-llm-stack.cann"] == "8.2.RC1" and labels["io.ascend-llm-stack.torch-npu"] == "2.13.0"
-    assert labels["io.ascend-llm-stack.mindspeed-llm"] == "2.1.0" and labels["io.ascend-llm-stack.layer"] == "runtime"
+    assert labels["io.ascend-llm-stack.mindspeed-llm"] == "v2.1.0" and labels["io.ascend-llm-stack.layer"] == "runtime"
     assert labels["io.ascend-llm-stack.content-hash"].startswith(chain.results[-1].content_tag.split("content-")[1])
     assert labels["org.opencontainers.image.title"] == "ascend-llm-stack"
 

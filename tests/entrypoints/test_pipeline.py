@@ -268,7 +268,8 @@ def test_the_check_defers_what_earlier_steps_write_and_lists_it(ascend, inputs, 
     result = ascend("pipeline", example(tmp_path, "sft"), *inputs.args(), "--check")
     assert result.code == 0, result.err
     deferred = [line for line in result.err.splitlines() if "deferred:" in line]
-    assert any(f"--load {inputs.output / 'mcore-tp8pp1'}: expected a directory, found nothing" in line for line in deferred)
+    missing = f"--load {inputs.output / 'mcore-tp8pp1'}: expected a directory, found nothing"
+    assert any(missing in line for line in deferred)
     assert all("checked when it starts" in line for line in deferred)
 
 
