@@ -205,11 +205,16 @@ def fetch(
     matrix_path: Path = DEFAULT_MATRIX,
     update: bool = False,
     ca_cert: Path | None = None,
+    apt_mirror: str | None = None,
 ) -> None:
-    """``invoke fetch``: download what the target needs into the caches and record it in the lock."""
+    """``invoke fetch``: download what the target needs into the caches and record it in the lock.
+
+    The OS packages of the layers are collected into ``packages/os/<os>-<arch>/`` in a container of
+    the target's OS base image (``apt_mirror``: instead of the mirror its sources name).
+    """
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     plan, _ = rendering.plan(target)
-    fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert)
+    fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert, apt_mirror=apt_mirror)
 
 
 def base_image(os_name: str, arch: str | None, mirror: str | None, force: bool) -> str:

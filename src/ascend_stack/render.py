@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ _BASE_PACKAGES = {
         "which",
     ],
 }
+# What the apex-build stage of pta installs (apex_build.py applies Ascend's patch).
+APEX_BUILD_PACKAGES = ["patch"]
 # What CPython needs to build from source. The final stage installs the same -dev packages: their
 # names are stable across apt (and dnf) releases, unlike the runtime libraries' (libssl1.1/libssl3).
 _PYTHON_BUILD = {
@@ -99,7 +101,9 @@ class Input:
 
     kind: ``package`` (packages/<name>, e.g. a CANN .run), ``wheel`` (a pinned requirement such as
     ``torch_npu==2.6.0``, taken from the wheelhouse; ``url`` or ``index`` say where to download it),
-    ``git`` (sources/<name> checked out at ``ref``) or ``project`` (a wheel built from this repo).
+    ``git`` (sources/<name> checked out at ``ref``), ``project`` (a wheel built from this repo) or
+    ``os`` (the folder packages/os/<name> of the OS packages that ``steps`` install, collected in the
+    OS base image ``ref`` with the ``family``'s package manager: see :mod:`ascend_stack.ospackages`).
     """
 
     kind: str
@@ -114,6 +118,17 @@ class Input:
     archive: str | None = None
     archive_url: str | None = None
     archive_sha256: str | None = None
+    # os: the package lists of the layer's install steps, and apt or dnf
+    steps: tuple[tuple[str, ...], ...] = ()
+    family: str | None = None
+
+
+def os_input(t: Target, *steps: list[str]) -> Input:
+    """The OS package folder of the target, for a layer whose steps install these packages."""
+    from .ospackages import KIND, folder_name
+
+    return Input(KIND, folder_name(t.os_name, t.arch), ref=t.base_image, steps=tuple(tuple(s) for s in steps),
+                 family=t.os.family)  # fmt: skip
 
 
 @dataclass
@@ -181,7 +196,7 @@ def _base(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], l
         )
     else:
         packages += [p for p in _PYTHON_BUILD[fam] if p.endswith(("-dev", "-devel"))]
-    inputs = []
+    inputs = [os_input(t, packages) if t.python_from_os else os_input(t, _PYTHON_BUILD[fam], packages)]
     if t.python_source:
         inputs.append(Input("package", t.python_source.file, url=t.python_source.url))
     ctx = {
@@ -276,11 +291,12 @@ def _pta(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], lis
         ),
     ]
     if t.row.apex:
-        inputs += [git_input(t, "apex"), git_input(t, "nvidia_apex")]
+        inputs += [git_input(t, "apex"), git_input(t, "nvidia_apex"), os_input(t, APEX_BUILD_PACKAGES)]
     labels = _labels(
         {"layer": "pta", "torch": t.torch, "torch-npu": t.torch_npu, **_source_labels(t, ("apex",), commits)}
     )
-    return {"torch_args": " ".join(args), "labels": labels, "apex": bool(t.row.apex)}, inputs
+    ctx = {"torch_args": " ".join(args), "labels": labels, "apex": bool(t.row.apex)}
+    return {**ctx, "apex_packages": APEX_BUILD_PACKAGES}, inputs
 
 
 def stack_json(t: Target, commits: dict[str, str | None]) -> str:
@@ -409,8 +425,16 @@ def constraints(t: Target, layer: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[BuildPlan, dict[str, str]]:
-    """The build plan and the rendered files (relative path -> text), without touching disk."""
+def plan(
+    t: Target, commits: dict[str, str | None] | None = None, os_local: Collection[str] = ()
+) -> tuple[BuildPlan, dict[str, str]]:
+    """The build plan and the rendered files (relative path -> text), without touching disk.
+
+    ``os_local``: the layers whose OS packages come from the local folder (mounted as the only
+    repository of their install steps) rather than from a mirror.
+    """
+    from .ospackages import CONTEXT_DIR, MOUNT
+
     commits = commits or {}
     env = template_env()
     out = BuildPlan(target=t.describe(), image=final_tag(t), platform=t.platform)
@@ -418,7 +442,8 @@ def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[Build
     for spec in LAYERS:
         ctx, inputs = spec.context(t, commits)
         parent_tag = layer_tag(t, LAYER_BY_NAME[spec.parent]) if spec.parent else None
-        text = env.get_template(f"{spec.name}/Dockerfile.j2").render(t=t, parent_tag=parent_tag, **ctx)
+        os_repo = MOUNT if spec.name in os_local else None
+        text = env.get_template(f"{spec.name}/Dockerfile.j2").render(t=t, parent_tag=parent_tag, os_repo=os_repo, **ctx)
         layer_files = {f"{spec.name}/Dockerfile": text}
         mounts: list[str] = []
         if "--mount=type=bind,source=wheelhouse" in text:
@@ -438,6 +463,8 @@ def plan(t: Target, commits: dict[str, str | None] | None = None) -> tuple[Build
                 "sources": cann_env_sources(t),
             }
         mounts += sorted({i.kind for i in inputs} & {"package", "git", "project"})
+        if os_repo:
+            mounts.append(CONTEXT_DIR)
         files.update(layer_files)
         out.layers.append(
             Layer(
