@@ -213,7 +213,7 @@ class Builder:
             self.log(str(missing))
             resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
         check_apex_pair(resolved)
-        plan, files = render.plan(self.t, resolved.commits(), resolved.os_layers())
+        plan, files = render.plan(self.t, resolved.commits(), os_local=resolved.os_layers())
         return plan, files, resolved
 
     def _base_image(self) -> str:
