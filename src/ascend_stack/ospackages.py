@@ -198,6 +198,18 @@ class Request:
 # at /out (steps.txt: one install step per line) and the CA bundle, if any, at /run/ca.crt.
 APT_SCRIPT = r"""set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# Plain lists for the work (docker images of Ubuntu keep them compressed, which costs ~10 s an apt call).
+cat > /tmp/plain.conf <<'CONF'
+Acquire::GzipIndexes "false";
+CONF
+# For the folder: the indexes as the mirror signed and served them (.xz where it has them).
+cat > /tmp/keep-xz.conf <<'CONF'
+#clear Acquire::CompressionTypes::Order;
+Acquire::CompressionTypes::Order { "xz"; "gz"; };
+Acquire::GzipIndexes "true";
+Acquire::PDiffs "false";
+Acquire::IndexTargets::deb::Packages::KeepCompressedAs "xz";
+CONF
 opts=(-q -o Acquire::Languages=none -o APT::Install-Recommends=false)
 if [ -s /run/ca.crt ]; then opts+=(-o Acquire::https::CAInfo=/run/ca.crt); fi
 mkdir -p /out/etc-apt /out/lists/partial /out/lists-used /out/archives/partial /tmp/none/partial
@@ -211,24 +223,22 @@ else
     if [ -e /etc/apt/sources.list ]; then cp /etc/apt/sources.list /out/etc-apt/; fi
     if [ -d /etc/apt/sources.list.d ]; then cp -r /etc/apt/sources.list.d /out/etc-apt/; fi
 fi
-apt-get "${opts[@]}" update
+apt-get -c /tmp/plain.conf "${opts[@]}" update
 i=0
 while IFS= read -r packages; do
     # What `apt-get install` would fetch in this image (nothing is cached in /tmp/none), then fetch it.
     # shellcheck disable=SC2086
-    apt-get "${opts[@]}" -qq install -y --print-uris -o Dir::Cache::Archives=/tmp/none/ $packages > "/out/step-$i.uris"
+    apt-get -c /tmp/plain.conf "${opts[@]}" -qq install -y --print-uris -o Dir::Cache::Archives=/tmp/none/ \
+        $packages > "/out/step-$i.uris"
     # shellcheck disable=SC2086
-    apt-get "${opts[@]}" install -y --download-only -o Dir::Cache::Archives=/out/archives/ $packages
+    apt-get -c /tmp/plain.conf "${opts[@]}" install -y --download-only -o Dir::Cache::Archives=/out/archives/ $packages
     i=$((i + 1))
 done < /out/steps.txt
 cp /var/lib/apt/lists/*Release* /out/lists-used/
-# The indexes once more, kept as the mirror signed and served them (.xz) for the folder. (Not for
-# the work above: apt re-reads compressed lists on every call, 10 s each.) The InRelease files must
-# be those apt used above, else the mirror changed meanwhile.
-xz=(-o Dir::State::Lists=/out/lists -o Acquire::GzipIndexes=true -o Acquire::PDiffs=false
-    -o Acquire::IndexTargets::deb::Packages::KeepCompressedAs=xz)
-apt-get "${opts[@]}" "${xz[@]}" update
-apt-get "${opts[@]}" "${xz[@]}" indextargets \
+# The indexes once more, for the folder; their InRelease files must be those apt used above, else
+# the mirror changed meanwhile.
+apt-get -c /tmp/keep-xz.conf "${opts[@]}" -o Dir::State::Lists=/out/lists update
+apt-get -c /tmp/keep-xz.conf "${opts[@]}" -o Dir::State::Lists=/out/lists indextargets \
     --format '$(REPO_URI)	$(RELEASE)	$(METAKEY)	$(FILENAME)	$(IDENTIFIER)' > /out/targets.tsv
 chown -R "${HOST_UID:-0}:${HOST_GID:-0}" /out
 """
