@@ -233,6 +233,7 @@ def test_a_broken_manifest_is_one_line(dirs: InputDirs) -> None:
 def test_package_names_are_checked_before_they_reach_a_script() -> None:
     with pytest.raises(ospackages.UserError, match="'gcc; rm -rf /' is not an OS package name"):
         Request("debian-bookworm", "x86_64", "apt", "img", "linux/amd64", (("gcc; rm -rf /",),))
+    Request("openeuler22.03", "aarch64", "dnf", "img", "linux/arm64", (("/usr/sbin/useradd", "gcc-c++"),))
 
 
 # --------------------------------------------------------------------------- what apt leaves behind

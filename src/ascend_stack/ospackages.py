@@ -53,7 +53,7 @@ MANIFEST = "manifest.json"
 SCHEMA = 1
 APT_SOURCES = "sources.list.d/os-packages.sources"
 DNF_REPO = "yum.repos.d/os-packages.repo"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9/][A-Za-z0-9+._/-]*$")  # a name, or what dnf resolves: /usr/sbin/useradd
 _URI_LINE = re.compile(r"^'([^']+)' (\S+) (\d+)")
 _COMPRESSED = re.compile(r"\.(xz|gz|lz4|zst|bz2|lzma)$")
 
