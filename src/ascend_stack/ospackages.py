@@ -297,7 +297,7 @@ def container_argv(req: Request, staging: Path, docker: str = "docker") -> list[
     return [*argv, "--entrypoint", "bash", req.image, "/out/collect.sh"]
 
 
-def _run_container(argv: list[str], report: Callable[[str], None]) -> None:
+def _run_container(argv: list[str]) -> None:
     """Run the collection container, its output streamed to stderr; a failure is one line."""
     tail: deque[str] = deque(maxlen=8)
     try:
@@ -347,7 +347,7 @@ def collect(
                 if (dest / rel).is_file():
                     _link(dest / rel, staging / "archives" / archive_name(entry))
         report(f"collecting OS packages of {len(req.steps)} install step(s) in a container of {req.image}")
-        _run_container(container_argv(req, staging, docker), report)
+        _run_container(container_argv(req, staging, docker))
         tree = staging / "tree"
         assemble = _assemble_apt if req.family == "apt" else _assemble_dnf
         manifest = assemble(req, staging, tree)
