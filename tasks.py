@@ -111,7 +111,7 @@ def render(c, cann=None, torch=None, arch=None, os=None, chip=None, out=None, ma
 
 
 INPUTS = {
-    "packages": "package cache of CANN .run files and source tarballs (default: packages/)",
+    "packages": "package cache: CANN .run files, source tarballs, OS packages in os/<os>-<arch>/ (default: packages/)",
     "wheelhouse": "a folder of local wheels, searched before the index (repeatable)",
     "sources": "folder of local git mirrors: DIR/<name> or DIR/<name>.git replaces the upstream URL",
     "lock_dir": "folder of the per-row lock files (default: locks/)",
@@ -180,18 +180,20 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
     help={
         **CHOICES,
         **INPUTS,
-        "update": "re-resolve git refs and re-record hashes in the lock",
+        "update": "re-resolve git refs, re-record hashes in the lock, collect the OS packages again",
         "wheels": "also download every file of the target's Python lock (locks/<row>/<target>.txt) into wheelhouse/",
         "pip_index_url": "the index for --wheels (default PyPI; e.g. your mirror)",
+        "apt_mirror": "apt mirror to collect the OS packages from (default: the one the base image's sources name)",
     },
 )
 def fetch(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, packages=None, wheelhouse=None,
-          sources=None, lock_dir=None, ca_cert=None, update=False, wheels=False, pip_index_url=None):  # fmt: skip
-    """Download every input a target needs (CANN packages, wheels, git sources), verify and lock them."""
+          sources=None, lock_dir=None, ca_cert=None, update=False, wheels=False, pip_index_url=None,
+          apt_mirror=None):  # fmt: skip
+    """Download every input a target needs (CANN packages, git sources, OS packages; wheels), verify and lock them."""
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
     _run(lambda: commands.fetch(choices, _dirs(packages, wheelhouse, sources, lock_dir), _matrix_path(matrix),
                                 update=update, ca_cert=Path(ca_cert) if ca_cert else None, wheels=wheels,
-                                index_url=pip_index_url))  # fmt: skip
+                                index_url=pip_index_url, apt_mirror=apt_mirror))  # fmt: skip
 
 
 @task(

@@ -108,13 +108,55 @@ def test_openeuler_uses_dnf_and_builds_python(m: Matrix) -> None:
     assert "FROM openeuler/openeuler:22.03-lts AS python-build" in files["base/Dockerfile"]
     assert "COPY --from=python-build /usr/local/python3.10 /usr/local/python3.10" in files["base/Dockerfile"]
     assert "RUN /usr/local/python3.10/bin/python3.10 -m venv /opt/venv" in files["base/Dockerfile"]
-    assert [i.name for i in plan.layer("base").inputs] == ["Python-3.10.16.tgz"]
+    assert [i.name for i in plan.layer("base").inputs] == ["openeuler22.03-aarch64", "Python-3.10.16.tgz"]
+    # the OS package folder serves both install steps of base: CPython's build stage and the final stage
+    folder = plan.layer("base").inputs[0]
+    assert (folder.kind, folder.family, folder.ref) == ("os", "dnf", "openeuler/openeuler:22.03-lts")
+    assert [s[:2] for s in folder.steps] == [("gcc", "make"), ("ca-certificates", "gcc")]
 
 
 def test_ubuntu_2204_uses_the_os_python(m: Matrix) -> None:
     plan, files = files_for(m, "8.1.RC1", arch="aarch64")
     assert "python3.10-venv" in files["base/Dockerfile"] and "python-build" not in files["base/Dockerfile"]
-    assert plan.layer("base").inputs == []
+    [folder] = plan.layer("base").inputs
+    assert (folder.kind, folder.name, folder.ref) == ("os", "ubuntu22.04-aarch64", "ubuntu:22.04")
+    assert len(folder.steps) == 1 and "python3.10-venv" in folder.steps[0]
+
+
+def os_steps(dockerfile: str) -> list[str]:
+    """The RUN instructions of a Dockerfile that install OS packages (one string each)."""
+    runs = [" ".join(r.split("\n", 1)[0].split()) for r in dockerfile.replace("\\\n", " ").split("\nRUN ")]
+    return [r for r in runs if "apt-get" in r or "dnf " in r]
+
+
+def test_the_local_os_package_folder_is_the_only_repository_of_its_steps(m: Matrix) -> None:
+    t = resolve(m, "test", arch="x86_64")
+    online = render.plan(t)[1]
+    plan, files = render.plan(t, os_local={"base", "pta"})
+    steps = os_steps(files["base/Dockerfile"]) + os_steps(files["pta/Dockerfile"])
+    assert len(steps) == 2 == len(os_steps(online["base/Dockerfile"]) + os_steps(online["pta/Dockerfile"]))
+    for step in steps:
+        assert step.startswith("--mount=type=bind,source=os-packages,target=/mnt/os-packages ")
+        # apt reads no source but the folder's (and so no mirror), and checks its signatures: no trusted=yes
+        assert "-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/mnt/os-packages/sources.list.d" in step
+        assert step.count("apt-get $apt_src ") == 2 and "APT_MIRROR" not in step and "trusted" not in step
+    assert "install -y --no-install-recommends patch" in steps[1]
+    assert plan.layer("base").mounts == ["wheelhouse", "os-packages"] and "os-packages" in plan.layer("pta").mounts
+    assert "os-packages" not in render.plan(t)[0].layer("base").mounts
+    # the other layers and the online steps are as before
+    for name in ("cann", "mindspeed", "runtime"):
+        assert files[f"{name}/Dockerfile"] == online[f"{name}/Dockerfile"]
+    assert all("os-packages" not in s and "APT_MIRROR" in s for s in os_steps(online["base/Dockerfile"]))
+
+
+def test_dnf_steps_take_the_folders_repository(m: Matrix) -> None:
+    t = resolve(m, "8.1.RC1", arch="aarch64", os="openeuler22.03")
+    _, files = render.plan(t, os_local={"base"})
+    steps = os_steps(files["base/Dockerfile"])
+    assert len(steps) == 2  # CPython's build stage and the final stage
+    for step in steps:
+        assert step.startswith("--mount=type=bind,source=os-packages,target=/mnt/os-packages ")
+        assert "dnf --setopt=reposdir=/mnt/os-packages/yum.repos.d install -y" in step and "DNF_OPTS" not in step
 
 
 def test_chain_order_parents_and_tags(m: Matrix) -> None:
@@ -173,9 +215,11 @@ def test_torch_27_sources_nnal_with_the_new_abi(m: Matrix) -> None:
 def test_every_target_passes_hadolint(m: Matrix, tmp_path: Path) -> None:
     unique: dict[str, str] = {}
     for t in all_targets(m):
-        for name, text in render.plan(t)[1].items():
-            if name.endswith("Dockerfile"):
-                unique.setdefault(text, name)
+        # OS packages from a mirror, and from the local folder (invoke fetch)
+        for files in (render.plan(t)[1], render.plan(t, os_local={"base", "pta"})[1]):
+            for name, text in files.items():
+                if name.endswith("Dockerfile"):
+                    unique.setdefault(text, name)
     env_df = (
         render.template_env()
         .get_template("cann/env.Dockerfile.j2")

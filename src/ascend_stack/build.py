@@ -220,7 +220,7 @@ class Builder:
             resolved = ResolvedInputs({}, Lock.load(self.t.row.key, self.opts.dirs.locks))
         check_apex_pair(resolved)
         lock = self._python_lock(resolved, needed)
-        plan, files = render.plan(self.t, resolved.commits(), lock, user=self.opts.user)
+        plan, files = render.plan(self.t, resolved.commits(), lock, user=self.opts.user, os_local=resolved.os_layers())
         return plan, files, resolved
 
     def _python_lock(self, resolved: ResolvedInputs, layers: list[str]) -> Any:

@@ -251,16 +251,19 @@ def fetch(
     ca_cert: Path | None = None,
     wheels: bool = False,
     index_url: str | None = None,
+    apt_mirror: str | None = None,
 ) -> None:
     """``invoke fetch``: download what the target needs into the caches and record it in the lock.
 
     ``wheels``: also every file of the target's Python lock, for its platform (what an offline build needs).
+    The OS packages of the layers are collected into ``packages/os/<os>-<arch>/`` in a container of
+    the target's OS base image (``apt_mirror``: instead of the mirror its sources name).
     """
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     dirs.check()
     check_ca_cert(ca_cert)
     plan, _ = rendering.plan(target)
-    resolved = fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert)
+    resolved = fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert, apt_mirror=apt_mirror)
     if wheels:
         from . import pylock
 

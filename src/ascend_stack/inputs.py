@@ -17,10 +17,11 @@ import shutil
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from . import paths
+from . import ospackages, paths
 from .download import ChecksumMismatch
 from .download import download as http_download
 from .errors import UserError
@@ -34,13 +35,14 @@ from .wheels import WheelTarget, fetch_wheel, find_wheel
 REPO = Path(__file__).resolve().parents[2]
 FILE_KINDS = ("package", "wheel")
 # Where each kind sits inside a layer's build context (the templates bind-mount these folders).
-CONTEXT_DIRS = {"package": "packages", "wheel": "wheelhouse", "git": "sources"}
+CONTEXT_DIRS = {"package": "packages", "wheel": "wheelhouse", "git": "sources", "os": ospackages.CONTEXT_DIR}
 
 
 @dataclass(frozen=True)
 class InputDirs:
     """Where inputs live on this host.
 
+    ``packages`` also holds the OS package folders, ``packages/os/<os>-<arch>/``.
     ``wheelhouse`` is the project's wheel cache (downloads go there); ``extra_wheelhouses`` are the
     user's ``--wheelhouse`` dirs, searched first. ``source_overrides`` is ``--sources DIR`` and
     ``source_map`` a user config's name -> URL/path mapping. ``hash_cache=None`` disables the cache
@@ -82,6 +84,10 @@ class InputDirs:
         if self.source_overrides is not None:
             paths.expect(self.source_overrides, "--sources", "directory", "pass a folder of git mirrors")
 
+    def os_packages(self, name: str) -> Path:
+        """The OS package folder ``name`` (``debian-bookworm-x86_64``)."""
+        return self.packages / "os" / name
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -108,14 +114,21 @@ class Resolved:
             return f"git:{self.name}:{self.input.ref}:{self.digest}"
         if self.kind == "wheel":
             return f"wheel:{self.name}:{self.path.name}:sha256:{self.digest}"
+        if self.kind == "os":
+            return f"os:{self.name}:sha256:{self.digest}"
         return f"package:{self.name}:sha256:{self.digest}"
 
     def place(self, context: Path) -> Path:
         """Put the input where the layer's Dockerfile mounts it, under ``context``.
 
         Files are hard-linked (no copy of a multi-GB installer), copied when the context is on
-        another filesystem; a git source becomes a plain tree of its commit.
+        another filesystem; a git source becomes a plain tree of its commit; an OS package folder,
+        hard links of the files its manifest lists.
         """
+        if self.kind == ospackages.KIND:
+            manifest = ospackages.Manifest.load(self.path)
+            assert manifest is not None  # verified by the resolver
+            return ospackages.place(self.path, manifest, context)
         folder = context / CONTEXT_DIRS[self.kind]
         folder.mkdir(parents=True, exist_ok=True)
         if self.kind == "git":
@@ -172,6 +185,10 @@ class ResolvedInputs:
     def commits(self) -> dict[str, str | None]:
         """Git source name -> commit, for :func:`ascend_stack.render.plan` (stack.json)."""
         return {r.name: r.digest for r in self.items.values() if r.kind == "git"}
+
+    def os_layers(self) -> set[str]:
+        """The layers whose OS packages come from a local folder, for :func:`ascend_stack.render.plan`."""
+        return {r.layer for r in self.items.values() if r.kind == "os"}
 
     def place(self, layer: str, context: Path) -> list[Path]:
         """Put every input of ``layer`` into its build context."""
@@ -234,10 +251,13 @@ class _Resolver:
         rehash: bool,
         report: Callable[[str], None] | None,
         published: Published | None = None,
+        collect_os: bool = False,
+        apt_mirror: str | None = None,
     ) -> None:
         t = plan.target
         self.plan, self.dirs = plan, dirs
         self.network, self.offline, self.update = network, offline, update
+        self.collect_os, self.apt_mirror = collect_os and network, apt_mirror
         self.progress, self.ca_cert, self.rehash, self.report = progress, ca_cert, rehash, report
         self.row = str(t["row"])
         self.published = published or load_published()
@@ -246,6 +266,7 @@ class _Resolver:
         self.wheel_target = WheelTarget.for_target(t)
         self.sources = Sources(dirs.sources, dirs.source_overrides, dirs.source_map, ca_cert)
         self.items: dict[tuple[str, str], Resolved] = {}
+        self.os_checked: dict[str, tuple[ospackages.Manifest | None, dict[str, str]]] = {}
         self.missing: list[Missing] = []
         self.events: list[str] = []
 
@@ -446,6 +467,83 @@ class _Resolver:
                 f"{key}.commit from {inp.commit} to {head} (review the upstream changes first)",
             )
 
+    # -- OS packages
+    def os_folders(self) -> dict[str, list[tuple[str, Input]]]:
+        """Folder name -> the (layer, input) pairs it serves, in chain order."""
+        out: dict[str, list[tuple[str, Input]]] = {}
+        for layer in self.plan.layers:
+            for inp in layer.inputs:
+                if inp.kind == ospackages.KIND:
+                    out.setdefault(inp.name, []).append((layer.name, inp))
+        return out
+
+    def check_os(self, name: str, wanted: list[tuple[str, Input]]) -> tuple[ospackages.Manifest | None, dict[str, str]]:
+        """The folder's manifest (its files verified: a tampered one raises) and, per layer, why it does not fit."""
+        folder = self.dirs.os_packages(name)
+        manifest = ospackages.Manifest.load(folder)
+        if manifest is None:
+            return None, {layer: f"not in {_show(folder)}/" for layer, _ in wanted}
+        advice = f"delete {_show(folder)} and run `{fetch_command(self.plan)}` to collect it again"
+        gone = ospackages.check_files(folder, manifest, self.hashes, rehash=self.rehash, advice=advice)
+        image = wanted[0][1].ref or ""
+        now = ospackages.image_id(image) if image else None
+        why = ""
+        if gone:
+            why = f"{len(gone)} file(s) of {_show(folder)} are gone ({gone[0]})"
+        elif (manifest.os, manifest.arch) != (self.plan.target["os"], self.plan.target["arch"]):
+            why = f"{_show(folder)} holds packages of {manifest.os} {manifest.arch}"
+        elif now and manifest.base_image_id and now != manifest.base_image_id:
+            why = f"{_show(folder)} was collected in {image} {manifest.base_image_id[:19]}, which is now {now[:19]}"
+        reasons = {}
+        for layer, inp in wanted:
+            uncovered = manifest.uncovered(inp.steps)
+            if why or uncovered:
+                reasons[layer] = why or f"{_show(folder)} was collected without the {layer} step `{uncovered[0]}`"
+        return manifest, reasons
+
+    def resolve_os(self, name: str, wanted: list[tuple[str, Input]]) -> None:
+        """Use the folder for the layers it fits; ``invoke fetch`` (re)collects it when it does not fit one."""
+        folder = self.dirs.os_packages(name)
+        manifest, reasons = self.os_checked[name]
+        action = "verified"
+        if self.collect_os and (reasons or self.update):
+            steps = [ospackages.step_key(s) for _, inp in wanted for s in inp.steps]
+            if manifest is not None and not self.update:
+                steps += list(manifest.steps)  # what other plans collected stays
+            first, unique = wanted[0][1], tuple(tuple(k.split()) for k in dict.fromkeys(steps))
+            req = ospackages.Request(
+                os=str(self.plan.target["os"]), arch=str(self.plan.target["arch"]), family=first.family or "apt",
+                image=first.ref or "", platform=self.plan.platform, steps=unique,
+                mirror=self.apt_mirror, ca_cert=self.ca_cert,
+            )  # fmt: skip
+            try:
+                manifest = ospackages.collect(req, folder, reuse=manifest, report=partial(self.say, "collect"))
+            except ChecksumMismatch:
+                raise
+            except UserError as err:  # e.g. no engine, no mirror: listed with the other missing inputs
+                first_reason = next(iter(reasons.values()), f"{_show(folder)} is out of date")
+                self.missing.append(Missing(ospackages.KIND, name, f"{first_reason}; collecting it failed: {err}"))
+                return
+            ospackages.check_files(folder, manifest, self.hashes, rehash=False, advice="collect it again")
+            action, reasons = "collected", {}
+        fits = [(layer, inp) for layer, inp in wanted if layer not in reasons]
+        if manifest is not None and fits:
+            for layer, inp in fits:
+                self.items[(layer, inp.name)] = Resolved(layer, inp, folder, manifest.digest(inp.steps))
+            count, size = manifest.count([s for _, inp in fits for s in inp.steps])
+            layers = ", ".join(layer for layer, _ in fits)
+            self.say(action, f"{_show(folder)}/ {count} OS packages ({size / 1e6:.1f} MB) for {layers}; "
+                             f"sha256 = {ospackages.MANIFEST}")  # fmt: skip
+        if not reasons:
+            return
+        layers = ", ".join(reasons)
+        reason = next(iter(reasons.values()))
+        if self.offline:
+            how = f"{reason}; run `{fetch_command(self.plan)}` to collect the OS packages of {layers} into it"
+            self.missing.append(Missing(ospackages.KIND, name, how))
+        else:
+            self.say("mirror", f"{reason}: {layers} install OS packages from the mirror")
+
     def run(self) -> ResolvedInputs:
         pending: list[tuple[str, Input]] = []
         # 1. what is here already: a tampered file stops everything before any download starts
@@ -459,6 +557,8 @@ class _Resolver:
                         self.items[(layer.name, inp.name)] = Resolved(
                             layer.name, inp, path, self.verify(inp, path, "found")
                         )
+        # ... and the OS package folders (their files are verified: a tampered .deb stops everything too)
+        self.os_checked = {name: self.check_os(name, wanted) for name, wanted in self.os_folders().items()}
         # 2. what is missing: downloaded (and verified while it arrives) if allowed
         for layer_name, inp in pending:
             if not self.network:
@@ -474,6 +574,9 @@ class _Resolver:
             self.items[(layer_name, inp.name)] = Resolved(
                 layer_name, inp, path, self.verify(inp, path, "fetched", known)
             )
+        # OS package folders: used where they fit, (re)collected by invoke fetch
+        for name, wanted in self.os_folders().items():
+            self.resolve_os(name, wanted)
         # 3. git refs, the locked commit first
         for layer in self.plan.layers:
             for inp in layer.inputs:
@@ -500,6 +603,8 @@ def resolve_inputs(
     rehash: bool = False,
     report: Callable[[str], None] | None = None,
     published: Published | None = None,
+    collect_os: bool = False,
+    apt_mirror: str | None = None,
 ) -> ResolvedInputs:
     """Find, fetch (``download`` and not ``offline``) and verify every input of ``plan``.
 
@@ -507,10 +612,13 @@ def resolve_inputs(
     recorded and the lock saved; anything still missing raises one :class:`MissingInputs`.
     ``update`` re-resolves git refs and re-records file hashes (the matrix's are still enforced);
     ``rehash`` ignores the hash cache. ``project`` inputs are the build driver's business.
+    OS package folders are used when they fit, required ``offline``, and (re)collected only with
+    ``collect_os`` (``invoke fetch``), from ``apt_mirror`` if given.
     """
     resolver = _Resolver(
         plan, dirs, network=download and not offline, offline=offline, update=update, progress=progress,
-        ca_cert=ca_cert, rehash=rehash, report=report, published=published,
+        ca_cert=ca_cert, rehash=rehash, report=report, published=published, collect_os=collect_os,
+        apt_mirror=apt_mirror,
     )  # fmt: skip
     try:
         result = resolver.run()
@@ -532,10 +640,11 @@ def fetch(
     ca_cert: Path | None = None,
     out: TextIO | None = None,
     published: Published | None = None,
+    apt_mirror: str | None = None,
 ) -> ResolvedInputs:
     """``invoke fetch``: download what is missing, verify everything (no hash cache), record new hashes.
 
-    Prints one line per input as it goes (fetched / verified / recorded / resolved).
+    Prints one line per input as it goes (fetched / verified / recorded / resolved / collected).
     """
     import sys
 
@@ -546,11 +655,13 @@ def fetch(
 
     resolved = resolve_inputs(
         plan, dirs, download=True, offline=offline, update=update, progress=progress, ca_cert=ca_cert,
-        rehash=True, report=report, published=published,
+        rehash=True, report=report, published=published, collect_os=True, apt_mirror=apt_mirror,
     )  # fmt: skip
     files = sum(1 for r in resolved if r.kind in FILE_KINDS)
     gits = sum(1 for r in resolved if r.kind == "git")
+    folders = len({r.name for r in resolved if r.kind == ospackages.KIND})
     report(
-        f"all inputs of {plan.image} are local: {files} file(s), {gits} git source(s); lock {_show(resolved.lock.path)}"
+        f"all inputs of {plan.image} are local: {files} file(s), {gits} git source(s), {folders} OS package "
+        f"folder(s); lock {_show(resolved.lock.path)}"
     )
     return resolved

@@ -12,7 +12,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,6 +66,8 @@ _BASE_PACKAGES = {
         "which",
     ],
 }
+# What the apex-build stage of pta installs (apex_build.py applies Ascend's patch).
+APEX_BUILD_PACKAGES = ["patch"]
 # What CPython needs to build from source. The final stage installs the same -dev packages: their
 # names are stable across apt (and dnf) releases, unlike the runtime libraries' (libssl1.1/libssl3).
 _PYTHON_BUILD = {
@@ -170,7 +172,9 @@ class Input:
 
     kind: ``package`` (packages/<name>, e.g. a CANN .run), ``wheel`` (a pinned requirement such as
     ``torch_npu==2.6.0``, taken from the wheelhouse; ``url`` or ``index`` say where to download it),
-    ``git`` (sources/<name> checked out at ``ref``) or ``project`` (a wheel built from this repo).
+    ``git`` (sources/<name> checked out at ``ref``), ``project`` (a wheel built from this repo) or
+    ``os`` (the folder packages/os/<name> of the OS packages that ``steps`` install, collected in the
+    OS base image ``ref`` with the ``family``'s package manager: see :mod:`ascend_stack.ospackages`).
     """
 
     kind: str
@@ -185,6 +189,17 @@ class Input:
     archive: str | None = None
     archive_url: str | None = None
     archive_sha256: str | None = None
+    # os: the package lists of the layer's install steps, and apt or dnf
+    steps: tuple[tuple[str, ...], ...] = ()
+    family: str | None = None
+
+
+def os_input(t: Target, *steps: list[str]) -> Input:
+    """The OS package folder of the target, for a layer whose steps install these packages."""
+    from .ospackages import KIND, folder_name
+
+    return Input(KIND, folder_name(t.os_name, t.arch), ref=t.base_image, steps=tuple(tuple(s) for s in steps),
+                 family=t.os.family)  # fmt: skip
 
 
 @dataclass
@@ -252,7 +267,7 @@ def _base(t: Target, _commits: dict[str, str | None]) -> tuple[dict[str, Any], l
         )
     else:
         packages += [p for p in _PYTHON_BUILD[fam] if p.endswith(("-dev", "-devel"))]
-    inputs = []
+    inputs = [os_input(t, packages) if t.python_from_os else os_input(t, _PYTHON_BUILD[fam], packages)]
     if t.python_source:
         inputs.append(Input("package", t.python_source.file, url=t.python_source.url))
     ctx = {
@@ -352,13 +367,13 @@ def _pta(t: Target, commits: dict[str, str | None]) -> tuple[dict[str, Any], lis
         ),
     ]
     if t.row.apex:
-        inputs += [git_input(t, "apex"), git_input(t, "nvidia_apex")]
+        inputs += [git_input(t, "apex"), git_input(t, "nvidia_apex"), os_input(t, APEX_BUILD_PACKAGES)]
     labels = _labels(
         {"layer": "pta", "torch": t.torch, "torch-npu": t.torch_npu, **_source_labels(t, ("apex",), commits)}
     )
     index_args = f"--extra-index-url {t.torch_index}" if t.torch_index else ""
     ctx = {"torch_args": " ".join(args), "index_args": index_args, "labels": labels, "apex": bool(t.row.apex)}
-    return ctx, inputs
+    return {**ctx, "apex_packages": APEX_BUILD_PACKAGES}, inputs
 
 
 def stack_json(t: Target, commits: dict[str, str | None]) -> str:
@@ -524,12 +539,17 @@ def plan(
     commits: dict[str, str | None] | None = None,
     lock: Any = None,
     user: RuntimeUser | None = None,
+    os_local: Collection[str] = (),
 ) -> tuple[BuildPlan, dict[str, str]]:
     """The build plan and the rendered files (relative path -> text), without touching disk.
 
     ``lock`` is the target's Python lock (:class:`ascend_stack.pylock.PyLock`); without one the pip
-    steps refuse to run, saying so (``invoke render`` before ``invoke lock``).
+    steps refuse to run, saying so (``invoke render`` before ``invoke lock``). ``os_local``: the
+    layers whose OS packages come from the local folder (mounted as the only repository of their
+    install steps) rather than from a mirror.
     """
+    from .ospackages import CONTEXT_DIR, MOUNT
+
     commits = commits or {}
     user = user or RuntimeUser()
     env = template_env()
@@ -541,7 +561,8 @@ def plan(
             ctx = {**ctx, **_user_context(user)}
             ctx["labels"] = {**ctx["labels"], **ctx["user_labels"]}
         parent_tag = layer_tag(t, LAYER_BY_NAME[spec.parent]) if spec.parent else None
-        text = env.get_template(f"{spec.name}/Dockerfile.j2").render(t=t, parent_tag=parent_tag, **ctx)
+        os_repo = MOUNT if spec.name in os_local else None
+        text = env.get_template(f"{spec.name}/Dockerfile.j2").render(t=t, parent_tag=parent_tag, os_repo=os_repo, **ctx)
         layer_files = {f"{spec.name}/Dockerfile": text}
         mounts: list[str] = []
         if "--mount=type=bind,source=wheelhouse" in text:
@@ -564,6 +585,8 @@ def plan(
                 "sources": cann_env_sources(t),
             }
         mounts += sorted({i.kind for i in inputs} & {"package", "git", "project"})
+        if os_repo:
+            mounts.append(CONTEXT_DIR)
         files.update(layer_files)
         out.layers.append(
             Layer(
