@@ -147,12 +147,14 @@ def _dirs(packages=None, wheelhouse=None, sources=None, lock_dir=None) -> InputD
         "push": "push the finished image to this registry (e.g. registry.local:5000/team)",
         "network": "build network for RUN steps (default host; 'default' for Docker's bridge)",
         "verbose": "say which BuildKit client was picked and why",
+        "bundle": "a file of `invoke bundle`: checked byte for byte, then the build reads only it (offline, "
+        "no network in any step)",
     },
 )
 def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, layers=None, until=None,
           packages=None, wheelhouse=None, sources=None, lock_dir=None, offline=False, ca_cert=None,
           pip_index_url=None, apt_mirror=None, http_proxy=None, no_cache=False, dry_run=False, push=None,
-          network="host", verbose=False, uid=None, gid=None):  # fmt: skip
+          network="host", verbose=False, uid=None, gid=None, bundle=None):  # fmt: skip
     """Build the image chain of one matrix target through BuildKit; unchanged layers are reused.
     Each layer's size is reported against budgets.yaml; one past 120 % of its budget fails the build."""
     opts = BuildOptions(
@@ -169,7 +171,8 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
 
     def go():
         opts.user = _user(uid, gid)
-        return commands.build(choices, opts, _matrix_path(matrix), verbose=verbose)
+        return commands.build(choices, opts, _matrix_path(matrix), verbose=verbose,
+                              bundle=Path(bundle) if bundle else None)  # fmt: skip
 
     _run(go)
 
@@ -194,6 +197,26 @@ def fetch(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
     _run(lambda: commands.fetch(choices, _dirs(packages, wheelhouse, sources, lock_dir), _matrix_path(matrix),
                                 update=update, ca_cert=Path(ca_cert) if ca_cert else None, wheels=wheels,
                                 index_url=pip_index_url, apt_mirror=apt_mirror))  # fmt: skip
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["wheelhouse"],
+    help={
+        **CHOICES,
+        **INPUTS,
+        "out": "the bundle file to write (.tar)",
+        "pip_index_url": "the index to fetch the locked wheels from (default PyPI; e.g. your mirror)",
+        "apt_mirror": "apt mirror to collect the OS packages from (default: the one the base image's sources name)",
+    },
+)
+def bundle(c, out, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, packages=None, wheelhouse=None,
+           sources=None, lock_dir=None, ca_cert=None, pip_index_url=None, apt_mirror=None):  # fmt: skip
+    """Write one file with everything a target's build needs, for an air-gapped host: invoke build --bundle FILE."""
+    choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
+    _run(lambda: commands.bundle(choices, _dirs(packages, wheelhouse, sources, lock_dir), Path(out),
+                                 _matrix_path(matrix), ca_cert=Path(ca_cert) if ca_cert else None,
+                                 index_url=pip_index_url, apt_mirror=apt_mirror))  # fmt: skip
 
 
 @task(

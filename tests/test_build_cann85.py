@@ -31,7 +31,7 @@ def cann85(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> list
     build_base_image("debian-bookworm", "x86_64", docker_client=docker_client)
     target = resolve(load_matrix(REPO / "matrix.yaml"), "test-85", arch="x86_64")
     make_cann_packages(root / "packages", target.cann, "x86_64", chips=("910b",))
-    opts = BuildOptions(dirs=InputDirs.under(root), until="cann", out_dir=root / "build")
+    opts = BuildOptions(dirs=InputDirs.under(root), until="cann", out_dir=root / "build" / "render")
     return Builder(target, opts, Driver(find_buildkit_client(), docker_client), log=lambda *_: None).run()
 
 

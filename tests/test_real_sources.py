@@ -98,7 +98,9 @@ def real_chain(real_sources: Path, docker_client: Any, tmp_path_factory: pytest.
         root, extra_wheelhouses=(LOCAL_WHEELS,) if LOCAL_WHEELS.is_dir() else (), source_overrides=real_sources
     )
     opts = BuildOptions(
-        dirs=dirs, network=NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None), out_dir=root / "build"
+        dirs=dirs,
+        network=NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None),
+        out_dir=root / "build" / "render",
     )
     results = Builder(target, opts, Driver(find_buildkit_client(), docker_client)).run()
     yield RealChain(target, matrix_file, dirs.locks, results, root)

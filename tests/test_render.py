@@ -348,10 +348,12 @@ def test_mindspeed_installs_editable_with_ci_build_so_its_setup_py_never_runs_pi
 
 def test_release_pins_reach_every_layer_after_base(m: Matrix) -> None:
     _, files = files_for(m, "8.1.RC1", arch="aarch64")
-    for layer in ("pta", "mindspeed", "runtime"):
+    for layer in ("pta", "mindspeed"):
         lines = files[f"{layer}/constraints.txt"].splitlines()
         assert {"setuptools<82", "pyarrow<26", "numpy<2", "protobuf==3.20.3"} <= set(lines), layer
     assert "setuptools<82" not in files["base/constraints.txt"]
+    # the runtime layer resolves nothing: its dependencies came with the mindspeed layer, before the sources
+    assert "runtime/constraints.txt" not in files and "--no-index --no-deps" in files["runtime/Dockerfile"]
 
 
 def test_labels_and_stack_json_carry_the_pinned_commits_before_any_fetch(m: Matrix) -> None:
@@ -442,11 +444,17 @@ def test_every_pip_step_installs_the_locked_section_with_hashes(m: Matrix) -> No
     lock = pylock.PyLock.load(pylock.lock_path(t))
     assert lock is not None, "the seed row's aarch64 lock is committed"
     _, files = render.plan(t, lock=lock)
-    for layer, section in (("base", "base"), ("pta", "pta"), ("mindspeed", "mindspeed"), ("runtime", "runtime")):
+    for layer, section in (("base", "base"), ("pta", "pta"), ("mindspeed", "mindspeed")):
         assert files[f"{layer}/requirements.lock"] == lock.sections[section], layer
         dockerfile = files[f"{layer}/Dockerfile"]
         assert "--require-hashes" in dockerfile and "-r /mnt/requirements.lock" in dockerfile, layer
     assert files["pta/apex-build.lock"] == lock.sections["apex-build"]
+    # the stage runner's dependencies come with the mindspeed layer, before its sources (one pull less
+    # per MindSpeed-LLM commit); the runtime layer installs the runner alone, resolving nothing
+    mindspeed = files["mindspeed/Dockerfile"]
+    assert files["mindspeed/runtime.lock"] == lock.sections["runtime"] and "-r /mnt/runtime.lock" in mindspeed
+    assert mindspeed.index("-r /mnt/runtime.lock") < mindspeed.index("COPY sources/mindspeed-llm")
+    assert "--require-hashes" not in files["runtime/Dockerfile"] and "runtime/requirements.lock" not in files
     assert lock.pins("pta")["torch"] == "2.1.0" and lock.pins("mindspeed")["transformers"] == "4.51.0"
     # without a lock, the steps refuse to run rather than install nothing
     _, bare = render.plan(t)

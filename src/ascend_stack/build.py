@@ -225,7 +225,7 @@ class Builder:
 
     def _python_lock(self, resolved: ResolvedInputs, layers: list[str]) -> Any:
         """The target's Python lock for the layers this build reaches (resolved now if missing or stale)."""
-        from . import pylock
+        from . import pylock, sdists
 
         net = self.opts.network
         try:
@@ -236,7 +236,8 @@ class Builder:
             )  # fmt: skip
             if net.offline and lock is not None:
                 self._check_wheelhouse(lock, layers)
-            return lock
+            # a sdist built into a wheel by `invoke fetch --wheels` is installed as that wheel
+            return sdists.with_built_wheels(lock, self.opts.dirs.wheelhouses)
         except MissingInputs:
             raise
         except UserError as err:
@@ -252,7 +253,8 @@ class Builder:
         from .wheels import WheelTarget
 
         sections = [s for s in ("base", "pta", "apex-build", "mindspeed", "runtime") if s in lock.sections]
-        wanted = [s for s in sections if (s if s != "apex-build" else "pta") in layers]
+        installed_by = {"apex-build": "pta", "runtime": "mindspeed"}  # render.LOCK_FILES
+        wanted = [s for s in sections if installed_by.get(s, s) in layers]
         target = WheelTarget(self.t.python, self.t.arch, self.t.os.glibc_version)
         missing = pylock.missing_files(lock, wanted, target, self.opts.dirs.wheelhouses)
         if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,12 @@ from .errors import UserError
 from .inputs import InputDirs
 from .inputs import fetch as fetch_inputs
 from .matrix import Matrix, MatrixError, load_matrix
-from .target import resolve
+from .target import Target, resolve
 
 if TYPE_CHECKING:  # imported where used: the kubernetes client is slow to import
+    from .inputs import ResolvedInputs
     from .k8s import ManifestOptions
+    from .pylock import PyLock
     from .run import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,15 +225,33 @@ def _driver(dry_run: bool, verbose: bool) -> Driver:
 
 
 def build(
-    target_choices: dict[str, str | None], opts: BuildOptions, matrix_path: Path = DEFAULT_MATRIX, verbose: bool = False
+    target_choices: dict[str, str | None],
+    opts: BuildOptions,
+    matrix_path: Path = DEFAULT_MATRIX,
+    verbose: bool = False,
+    bundle: Path | None = None,
 ) -> list[LayerResult]:
-    """``invoke build``: resolve, verify inputs, build what changed, print a summary."""
-    target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
+    """``invoke build``: resolve, verify inputs, build what changed, print a summary.
+
+    ``bundle``: a file of ``invoke bundle``, checked byte for byte and unpacked before anything else;
+    the build then reads only it (``--offline``, and no RUN step has a network).
+    """
     opts.selected()  # bad --layers/--until fail before anything else
+    unpacked = None
+    if bundle is not None:
+        from . import bundle as bundles
+
+        unpacked = bundles.unpack(bundle)
+        target_choices = bundles.choices(unpacked, target_choices, bundle)
+        opts.dirs, opts.network.offline, opts.docker_network = unpacked.dirs(), True, "none"
+    target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     if opts.budgets is None:
         opts.budgets = budgets.load(matrix_path.parent / budgets.FILE)
     opts.dirs.check()
     check_ca_cert(opts.network.ca_cert)
+    if unpacked is not None and unpacked.base_image and not opts.dry_run:
+        # verified above; the OS package folder belongs to this image (its ID), so it comes first
+        bundles.load_image(_driver(False, verbose), target.base_image, unpacked.base_image)
     builder = Builder(target, opts, None)
     prepared = builder.prepare()  # inputs are found and verified before the engine is even asked
     builder.driver = driver = _driver(opts.dry_run, verbose)
@@ -252,10 +273,11 @@ def fetch(
     wheels: bool = False,
     index_url: str | None = None,
     apt_mirror: str | None = None,
-) -> None:
+) -> Fetched:
     """``invoke fetch``: download what the target needs into the caches and record it in the lock.
 
-    ``wheels``: also every file of the target's Python lock, for its platform (what an offline build needs).
+    ``wheels``: also every file of the target's Python lock, for its platform (what an offline build
+    needs); a locked sdist is built once into a wheel in the target's base layer (:mod:`.sdists`).
     The OS packages of the layers are collected into ``packages/os/<os>-<arch>/`` in a container of
     the target's OS base image (``apt_mirror``: instead of the mirror its sources name).
     """
@@ -264,8 +286,11 @@ def fetch(
     check_ca_cert(ca_cert)
     plan, _ = rendering.plan(target)
     resolved = fetch_inputs(plan, dirs, update=update, ca_cert=ca_cert, apt_mirror=apt_mirror)
+    lock = None
     if wheels:
-        from . import pylock
+        from . import pylock, sdists
+        from .build import NetworkOptions
+        from .wheels import WheelTarget
 
         lock = pylock.ensure(target, resolved, [layer.name for layer in plan.layers], allow_network=True,
                              find_links=dirs.wheelhouses, index_url=index_url, ca_cert=ca_cert,
@@ -273,7 +298,46 @@ def fetch(
         assert lock is not None
         got = pylock.download_wheels(target, lock, dirs.wheelhouse, find_links=dirs.extra_wheelhouses,
                                      index_url=index_url, ca_cert=ca_cert, report=print)  # fmt: skip
+        todo = sdists.pending(lock, WheelTarget(target.python, target.arch, target.os.glibc_version), dirs.wheelhouses)
+        if todo:  # built in the target's own base layer: its Python, glibc and architecture
+            net = NetworkOptions(ca_cert=ca_cert, pip_index_url=index_url, apt_mirror=apt_mirror)
+            [base] = Builder(target, BuildOptions(dirs=dirs, network=net, until="base"), _driver(False, False)).run()
+            got += len(sdists.build_wheels(todo, dirs.wheelhouse, base.content_tag, target.platform, report=print))
         print(f"wheelhouse {dirs.wheelhouse}: {got} new file(s); every package of {lock.path.name} is local")
+    return Fetched(target, resolved, lock)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What :func:`fetch` made local: the target, its inputs, its Python lock (with ``wheels``)."""
+
+    target: Target
+    resolved: ResolvedInputs
+    lock: PyLock | None
+
+
+def bundle(
+    target_choices: dict[str, str | None],
+    dirs: InputDirs,
+    out: Path,
+    matrix_path: Path = DEFAULT_MATRIX,
+    *,
+    ca_cert: Path | None = None,
+    index_url: str | None = None,
+    apt_mirror: str | None = None,
+) -> Path:
+    """``invoke bundle``: fetch everything the target needs, then write it as one verified file."""
+    from . import bundle as bundles
+
+    paths.expect_creatable(out, "--out", "file")
+    if out.suffix != ".tar":
+        raise UserError(f"--out {out}: a bundle is a .tar file; name it e.g. {out.with_suffix('.tar').name}")
+    got = fetch(target_choices, dirs, matrix_path, ca_cert=ca_cert, wheels=True, index_url=index_url,
+                apt_mirror=apt_mirror)  # fmt: skip
+    assert got.lock is not None
+    path, size = bundles.make(got.target, got.resolved, got.lock, dirs, out, _driver(False, False))
+    print(f"{path}: {size / 1e6:.1f} MB; on the air-gapped host: invoke build --bundle {path.name}")
+    return path
 
 
 def check_ca_cert(ca_cert: Path | None) -> None:

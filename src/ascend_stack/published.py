@@ -169,9 +169,9 @@ def to_yaml(data: dict[str, Any]) -> str:
 
 def write(matrix: Any, path: Path = PUBLISHED) -> tuple[Path, int, int]:
     """``invoke published``: regenerate published.yaml; returns the path, the pairing and file counts."""
-    from .lock import _atomic_write
+    from .paths import write_text
 
     data = generate(matrix, deployer_dir(), f"ascend-deployer {deployer_version()}")
-    _atomic_write(path, to_yaml(data))
+    write_text(path, to_yaml(data))
     load.cache_clear()
     return path, len(data["torch_npu"]), len(data["files"])

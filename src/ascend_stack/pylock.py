@@ -108,7 +108,7 @@ def sections(
         mindspeed = _requirement_lines(read_source("mindspeed", "requirements.txt"), "MindSpeed requirements.txt")
         llm = _requirement_lines(read_source("mindspeed-llm", "requirements.txt"), "MindSpeed-LLM requirements.txt")
         out.append(Section("mindspeed", (*mindspeed, *llm, f"transformers=={t.row.transformers}"), "pta"))
-    if "runtime" in wanted:
+    if "mindspeed" in wanted or "runtime" in wanted:  # the mindspeed layer installs both, before the sources
         out.append(Section("runtime", tuple(runtime_requirements()), "mindspeed"))
     return out
 
@@ -400,11 +400,11 @@ def _render(t: Target, order: Sequence[str], digests: dict[str, str], texts: dic
 
 def write(path: Path, text: str) -> bool:
     """Write the lock if it changed; returns whether it wrote."""
-    from .lock import _atomic_write
+    from .paths import write_text
 
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
-    _atomic_write(path, text)
+    write_text(path, text)
     return True
 
 

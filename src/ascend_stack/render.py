@@ -509,8 +509,9 @@ EMPTY_SECTION = "# locked: no new packages in this layer\n"
 LOCK_FILES = {
     "base": {"requirements.lock": "base"},
     "pta": {"requirements.lock": "pta", "apex-build.lock": "apex-build"},
-    "mindspeed": {"requirements.lock": "mindspeed"},
-    "runtime": {"requirements.lock": "runtime"},
+    # the runtime section (the stage runner's dependencies) too: installed before the sources, a new
+    # MindSpeed-LLM commit does not make every node pull tensorboard and matplotlib again
+    "mindspeed": {"requirements.lock": "mindspeed", "runtime.lock": "runtime"},
 }
 
 

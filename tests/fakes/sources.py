@@ -25,8 +25,10 @@ their snapshots; what they model:
     "world_size": $WORLD_SIZE}``. Also ``mindspeed_llm/``, ``configs/``, ``examples/mcore/qwen3/*.sh``
     launchers and a ``requirements.txt`` with the real v2.1.0 pins that decide how pip resolves the layer
     (``numpy>=1.19.2,<2.0.0``, ``transformers==4.43.2`` — replaced by the row's pin afterwards, as the
-    guide says —, ``datasets>=2.16.0``, which brings pyarrow), plus small pure-Python ones; the heavy
-    rest of the real list (ray, peft, bitsandbytes-npu-beta, tiktoken, ...) is left out.
+    guide says —, ``datasets>=2.16.0``, which brings pyarrow), plus small pure-Python ones, among them
+    ``word2number``, which PyPI has **only as an sdist** (so are upstream's ``antlr4-python3-runtime``
+    and ``transformers_stream_generator``: a lock and a wheelhouse must handle one); the heavy rest of
+    the real list (ray, peft, bitsandbytes-npu-beta, tiktoken, ...) is left out.
 ``megatron`` (branch ``core_r0.8.0``)
     ``megatron/core`` is **the real package**: the Python files of PyPI's ``megatron-core`` 0.8.0 wheel
     (the ``megatron/core`` of Megatron-LM core_r0.8.0; its compiled dataset helper is left out, the
@@ -352,7 +354,9 @@ def _make_mindspeed_llm(path: Path) -> None:
             "\nEntry scripts live at the root. Copy Megatron-LM core_r0.8.0's `megatron/` here and\n"
             "`pip install -r requirements.txt` (MindSpeed installed separately).\n",
         ),
-        "requirements.txt": "numpy>=1.19.2,<2.0.0\ntransformers==4.43.2\ndatasets>=2.16.0\neinops\nsix\ncodetiming\n",
+        "requirements.txt": (
+            "numpy>=1.19.2,<2.0.0\ntransformers==4.43.2\ndatasets>=2.16.0\neinops\nsix\ncodetiming\nword2number\n"
+        ),
         "mindspeed_llm/__init__.py": f'"""{doc}"""\n',
         "mindspeed_llm/_standin.py": _LLM_RUNNER.format(doc=doc),
         "mindspeed_llm/tasks/__init__.py": f'"""{doc}"""\n',
