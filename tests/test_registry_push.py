@@ -101,23 +101,18 @@ def test_build_push_puts_every_layer_tag_and_the_final_image_in_the_registry(
         local = docker_client.images.get(r.image_id)
         for ref in (r.content_tag, human[r.name]):
             remote = f"{target}/{ref}"
-            assert f"pushed {remote}\n" in out.stdout
             raw = skopeo(registry, "inspect", "--raw", f"docker://{remote}")
+            assert f"pushed {remote} {digest_of(raw)}\n" in out.stdout
             config = json.loads(skopeo(registry, "inspect", "--config", "--raw", f"docker://{remote}"))
             assert config["rootfs"]["diff_ids"] == local.attrs["RootFS"]["Layers"]  # the very image, layer by layer
             assert config["architecture"] == "amd64"
-            repo = remote.rpartition(":")[0]
-            assert f"{repo}@{digest_of(raw)}" in docker_client.images.get(r.image_id).attrs["RepoDigests"]
         # A layer's image starts with its parent's layers: a node holding base pulls only what cann adds.
         layers = [b["digest"] for b in json.loads(raw)["layers"]]
         assert layers[: len(previous)] == previous and len(layers) > len(previous)
         previous = layers
     final = f"{target}/{render.final_tag(chain.target)}"
-    assert f"pushed {final}\n" in out.stdout
-    runtime = f"{target}/{chain.results[-1].content_tag}"
-    assert digest_of(skopeo(registry, "inspect", "--raw", f"docker://{final}")) == digest_of(
-        skopeo(registry, "inspect", "--raw", f"docker://{runtime}")
-    )
+    runtime = digest_of(skopeo(registry, "inspect", "--raw", f"docker://{target}/{chain.results[-1].content_tag}"))
+    assert f"pushed {final} {runtime}\n" in out.stdout  # the final tag is the runtime layer's image
     tags = json.loads(skopeo(registry, "list-tags", f"docker://{target}/ascend-llm-stack/base"))["Tags"]
     assert set(tags) >= {chain.results[0].content_tag.rpartition(":")[2], human["base"].rpartition(":")[2]}
     assert_no_remote_tags_left(docker_client, registry)
@@ -255,3 +250,26 @@ def test_pull_after_a_mindspeed_llm_ref_change_is_only_the_changed_layers(
         data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
         assert not any(s in data for s in secrets), f"the registry login is in blob {blob['digest']}"
     assert_no_remote_tags_left(docker_client, registry)
+
+
+@pytest.mark.slow
+def test_publish_the_whole_chain_for_both_arches(
+    chain: Chain, arm64_base: Arm64Base, registry: LocalRegistry, docker_client: Any
+) -> None:
+    """Opt-in (``--run-slow``): the aarch64 chain to the end under emulation, then a list for every tag."""
+    target = f"{registry.host}/team"
+    for arch, dirs, network in (("aarch64", arm64_base.dirs, arm64_base.network),
+                                ("x86_64", chain.opts.dirs, chain.opts.network)):  # fmt: skip
+        out = invoke(registry.env(), "build", *build_args(arch, dirs, network), "--push", target)
+        assert out.returncode == 0, out.stderr[-3000:]
+    out = invoke(registry.env(), "publish", "--registry", target, "--cann", "test")
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = f"{target}/{render.final_tag(chain.target).removesuffix('-x86_64')}"
+    assert len(out.stdout.splitlines()) == 6 and f"{final}: manifest list sha256:" in out.stdout
+    listed = json.loads(skopeo(registry, "inspect", "--raw", f"docker://{final}"))
+    assert listed["mediaType"] == DOCKER_LIST
+    arches = {"arm64": "aarch64", "amd64": "x86_64"}
+    for entry in listed["manifests"]:
+        own = skopeo(registry, "inspect", "--raw", f"docker://{final}-{arches[entry['platform']['architecture']]}")
+        assert entry["digest"] == digest_of(own)
+    assert sorted(e["platform"]["architecture"] for e in listed["manifests"]) == ["amd64", "arm64"]

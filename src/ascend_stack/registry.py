@@ -304,26 +304,31 @@ def _push_error(remote: str, message: str) -> str:
 
 def push(
     driver: Any, registry: RegistryRef, images: Iterable[tuple[str, str]], log: Callable[[str], None]
-) -> list[str]:
+) -> list[tuple[str, str]]:
     """Push each ``(image ID, local repo:tag)`` as ``registry/repo:tag`` through the engine, in order.
 
-    Order matters only for speed: pushing the chain from ``base`` up uploads each blob once, and
-    every later tag finds its parents' layers already there. The remote tag is removed locally
-    afterwards, so the engine's names stay the project's.
+    Returns (and logs) each remote tag with the manifest digest the registry stored, the name to pin
+    in a cluster manifest. Order matters only for speed: pushing the chain from ``base`` up uploads
+    each blob once, and every later tag finds its parents' layers there. The remote tag is removed
+    locally afterwards, so the engine's names stay the project's.
     """
     pushed = []
     for image_id, ref in images:
         remote = registry.remote(ref)
         driver.tag(image_id, remote)
         repo, _, tag = remote.rpartition(":")
+        digest = ""
         try:
             for line in driver.docker.images.push(repo, tag=tag, stream=True, decode=True):
                 if "error" in line:
                     raise UserError(_push_error(remote, str(line["error"])))
+                digest = line.get("aux", {}).get("Digest", digest)
         finally:
             driver.untag(remote)
-        log(f"pushed {remote}")
-        pushed.append(remote)
+        if not digest:
+            raise UserError(f"push of {remote}: the engine reported no manifest digest")
+        log(f"pushed {remote} {digest}")
+        pushed.append((remote, digest))
     return pushed
 
 
