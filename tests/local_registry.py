@@ -6,7 +6,8 @@ basic auth; the engine trusts it through /etc/docker/certs.d/127.0.0.1:PORT/ca.c
 with ``docker login``, as a cluster's build host would. Made here, per run: the CA and the server
 certificate (for IP 127.0.0.1, valid a day), the user and a random password.
 
-Not modelled: a token service (Harbor, GitLab), other storage drivers, client certificates. The
+With ``token_auth`` the registry wants Bearer tokens from a token service run here (as Harbor's and
+GitLab's do). Not modelled: other storage drivers, client certificates. The
 engine (dockerd 20.10) treats 127.0.0.0/8 as an insecure registry whatever its config says, so it
 speaks TLS to this registry without verifying it; certificate verification is proven by skopeo
 and by ascend_stack.registry, which verify against the certs.d CA.
@@ -31,13 +32,16 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
@@ -146,16 +150,104 @@ def docker_login(reg: LocalRegistry, docker_cli: str = "docker") -> None:
         raise RuntimeError(f"docker login {reg.host} failed: {out.stderr.strip()}")
 
 
+class TokenService:
+    """A Bearer token service as Harbor and GitLab run one (Docker's token auth spec), on loopback over TLS.
+
+    It checks basic auth against one user, grants exactly the scope asked for, and signs an ES256 JWT
+    whose ``x5c`` header carries its self-signed certificate, which the registry trusts as its
+    ``rootcertbundle``. Not modelled: refresh tokens, OAuth2 POST, per-repository permissions.
+    """
+
+    def __init__(self, root: Path, cert: Path, key: Path, user: str, password: str) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = dt.datetime.now(dt.timezone.utc)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ascend-llm-stack test token signer")])
+        signer = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        self.bundle = root / "token-signer.crt"
+        self.bundle.write_bytes(signer.public_bytes(serialization.Encoding.PEM))
+        self.x5c = base64.b64encode(signer.public_bytes(serialization.Encoding.DER)).decode()
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.user, self.issuer, self.service = user, "ascend-llm-stack-tests", "test-registry"
+        self.issued = 0
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.headers.get("Authorization") != service.expected:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                query = parse_qs(urlsplit(self.path).query)
+                body = json.dumps({"token": service.token(query.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.realm = f"https://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def token(self, scopes: list[str]) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": self.user, "aud": self.service, "exp": now + 600, "nbf": now - 10,
+                  "iat": now, "jti": secrets.token_hex(8), "access": access}  # fmt: skip
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [self.x5c]}
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        self.issued += 1
+        return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
 @contextmanager
-def local_registry(lifetime_s: int = LIFETIME_S, engine_login: bool = False) -> Iterator[LocalRegistry]:
+def local_registry(
+    lifetime_s: int = LIFETIME_S, engine_login: bool = False, token_auth: bool = False
+) -> Iterator[LocalRegistry]:
     """Run the registry for the ``with`` block, its DOCKER_CONFIG logged in (``docker login`` through the engine
-    with ``engine_login``, else written as docker login writes it)."""
+    with ``engine_login``, else written as docker login writes it). ``token_auth``: Bearer tokens from a
+    :class:`TokenService` instead of htpasswd."""
     import bcrypt
 
     root = Path(tempfile.mkdtemp(prefix="ascend-registry-"))
     root.chmod(0o700)
     proc: subprocess.Popen[bytes] | None = None
     certs: Path | None = None
+    tokens: TokenService | None = None
     try:
         ca, cert, key = _write_tls(root)
         cert_dir = root / "cert-dir"
@@ -167,12 +259,17 @@ def local_registry(lifetime_s: int = LIFETIME_S, engine_login: bool = False) -> 
         (root / "htpasswd").write_text(f"{user}:{hashed}\n")
         port = _free_port()
         host = f"127.0.0.1:{port}"
+        auth: dict[str, object] = {"htpasswd": {"realm": "ascend-llm-stack-tests", "path": str(root / "htpasswd")}}
+        if token_auth:
+            tokens = TokenService(root, cert, key, user, password)
+            auth = {"token": {"realm": tokens.realm, "service": tokens.service, "issuer": tokens.issuer,
+                              "rootcertbundle": str(tokens.bundle)}}  # fmt: skip
         config = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(root / "storage")}, "delete": {"enabled": True}},
             "http": {"addr": host, "secret": secrets.token_hex(16), "tls": {"certificate": str(cert), "key": str(key)}},
-            "auth": {"htpasswd": {"realm": "ascend-llm-stack-tests", "path": str(root / "htpasswd")}},
+            "auth": auth,
         }
         (root / "config.yml").write_text(yaml.safe_dump(config))
         log = root / "registry.log"
@@ -200,6 +297,8 @@ def local_registry(lifetime_s: int = LIFETIME_S, engine_login: bool = False) -> 
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if tokens is not None:
+            tokens.stop()
         if certs is not None:
             shutil.rmtree(certs, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)

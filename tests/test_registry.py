@@ -272,3 +272,20 @@ def test_the_registry_and_every_copy_of_its_login_go_with_the_fixture() -> None:
     assert not root.exists() and not certs.exists()
     with pytest.raises(UserError, match="no registry answers"):
         Registry(reg.host, (reg.user, reg.password), ca_files=()).check()
+
+
+def test_a_token_registry_is_answered_with_bearer_tokens() -> None:
+    """Harbor and GitLab answer 401 with ``Bearer realm=...``: the login buys a token per scope."""
+    if reason := _missing_tools():
+        pytest.skip(reason)
+    with local_registry(token_auth=True) as reg:
+        client = Registry(reg.host, (reg.user, reg.password))
+        client.check()
+        ref = RegistryRef(reg.host, "team")
+        for arch in ("aarch64", "x86_64"):
+            upload_image(client, f"team/img:t-{arch}", arch, [("f", arch.encode() * 3000)])
+        done = manifest_list(client, ref, "img:t", {"aarch64": "img:t-aarch64", "x86_64": "img:t-x86_64"})
+        assert json.loads(skopeo(reg, "inspect", "--raw", f"docker://{done.remote}"))["mediaType"] == DOCKER_LIST
+        assert pull_cost(client, "team/img:t", None, arch="aarch64").layers == 1
+        with pytest.raises(UserError, match="token service refused the login"):
+            Registry(reg.host, (reg.user, "wrong")).check()
