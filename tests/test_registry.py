@@ -223,6 +223,18 @@ def test_pull_cost_is_the_blobs_the_old_image_lacks(registry: LocalRegistry, cli
         pull_cost(client, "team/img:new-list", None)
 
 
+def test_a_blob_redirect_to_another_host_does_not_carry_the_login() -> None:
+    from urllib.request import Request
+
+    from ascend_stack.registry import _Redirect
+
+    req = Request("https://registry.local:5000/v2/r/blobs/sha256:1", headers={"Authorization": "Basic c2VjcmV0"})
+    elsewhere = _Redirect().redirect_request(req, None, 307, "", {}, "https://s3.local/bucket/blob?sig=1")
+    same = _Redirect().redirect_request(req, None, 307, "", {}, "https://registry.local:5000/v2/other")
+    assert elsewhere is not None and not elsewhere.has_header("Authorization")
+    assert same is not None and same.get_header("Authorization") == "Basic c2VjcmV0"
+
+
 def test_login_and_trust_problems_are_one_line_each(
     registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

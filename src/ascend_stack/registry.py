@@ -101,12 +101,22 @@ def _authenticate_header(value: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
+class _Redirect(urllib.request.HTTPRedirectHandler):
+    """Follow a blob redirect (to S3 or a CDN) without the registry's credentials: they are not that host's."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
 @dataclass
 class Registry:
     """A registry's HTTP API (``https://host/v2/``), with the engine's CA files and ``docker login``'s credentials."""
 
     host: str
-    credentials: tuple[str, str] | None = None
+    credentials: tuple[str, str] | None = field(default=None, repr=False)
     ca_files: tuple[Path, ...] = ()
     certs_d: Path = CERTS_D
     timeout: float = 120.0
@@ -132,7 +142,8 @@ class Registry:
 
     def _send(self, req: urllib.request.Request) -> tuple[int, Any, bytes]:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._context()) as resp:
+            opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._context()), _Redirect)
+            with opener.open(req, timeout=self.timeout) as resp:
                 return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.headers, err.read()
