@@ -33,11 +33,10 @@ from test_registry import _missing_tools, skopeo
 
 from ascend_stack import render
 from ascend_stack.baseimage import build_base_image
-from ascend_stack.build import Builder, BuildOptions, LayerResult, NetworkOptions
-from ascend_stack.driver import Driver, find_buildkit_client
+from ascend_stack.build import NetworkOptions
 from ascend_stack.inputs import InputDirs
 from ascend_stack.matrix import load_matrix
-from ascend_stack.registry import DOCKER_LIST, Registry, pull_cost
+from ascend_stack.registry import DOCKER_LIST, Registry, goarch, pull_cost
 from ascend_stack.target import resolve
 
 pytestmark = pytest.mark.docker
@@ -133,47 +132,55 @@ def test_push_without_a_login_stops_before_anything_is_built(
 
 
 @dataclass
-class Arm64Base:
-    results: list[LayerResult]
+class Arm64Inputs:
     dirs: InputDirs
     network: NetworkOptions
 
 
 @pytest.fixture(scope="module")
-def arm64_base(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Arm64Base:
-    """The test row's base layer for aarch64, built here under qemu-user (a few minutes on 2 cores)."""
+def arm64_inputs(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Arm64Inputs:
+    """What an aarch64 build of the test row needs: the aarch64 OS image (debootstrap under qemu) and stand-ins."""
     if not BINFMT.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but no arm64 emulation: .ci/run must run scripts/docker-engine.sh --arm64")
         pytest.skip("no arm64 emulation: run 'bash scripts/docker-engine.sh --arm64' first")
-    root = tmp_path_factory.mktemp("arm64-base")
+    root = tmp_path_factory.mktemp("arm64")
     build_base_image("debian-bookworm", "aarch64", docker_client=docker_client)
     target = resolve(load_matrix(REPO / "matrix.yaml"), "test", arch="aarch64")
-    # Builder.prepare verifies every layer's inputs, not only base's: stand-ins for the rest.
+    # invoke build verifies every layer's inputs before it builds any (even with --until base).
     make_cann_packages(root / "packages", target.cann, "aarch64")
     make_source_repos(root / "upstream")
     dirs = InputDirs.under(root, source_overrides=root / "upstream")
-    network = NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None)
-    opts = BuildOptions(dirs=dirs, network=network, until="base", out_dir=root / "build")
-    results = Builder(target, opts, Driver(find_buildkit_client(), docker_client)).run()
-    assert docker_client.images.get(results[0].image_id).attrs["Architecture"] == "arm64"
-    return Arm64Base(results, dirs, network)
+    return Arm64Inputs(dirs, NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None))
+
+
+def small_base_matrix(path: Path) -> Path:
+    """matrix.yaml with CANN's Python deps cut to one: the base layer's pip step then takes seconds under
+    qemu instead of ~10 minutes (pip byte-compiles sympy and scipy emulated). The full aarch64 base
+    is built by the slow tests."""
+    raw = yaml.safe_load((REPO / "matrix.yaml").read_text())
+    raw["cann_packages"]["python_deps"] = ["pyyaml"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def test_publish_writes_a_two_arch_manifest_list_that_the_engine_resolves_per_platform(
-    chain: Chain, arm64_base: Arm64Base, registry: LocalRegistry, docker_client: Any
+    chain: Chain, arm64_inputs: Arm64Inputs, registry: LocalRegistry, docker_client: Any, tmp_path: Path
 ) -> None:
     target = f"{registry.host}/team"
-    pushed = {
-        "aarch64": invoke(registry.env(), "build", *build_args("aarch64", arm64_base.dirs, arm64_base.network),
-                          "--until", "base", "--push", target),
-        "x86_64": invoke(registry.env(), "build", *build_args("x86_64", chain.opts.dirs, chain.opts.network),
-                         "--until", "base", "--push", target),
-    }  # fmt: skip
-    for out in pushed.values():
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert ": 0 layer(s) built" in out.stdout
-    out = invoke(registry.env(), "publish", "--registry", target, "--cann", "test", "--until", "base")
+    matrix = str(small_base_matrix(tmp_path / "matrix.yaml"))
+    inputs = {"aarch64": (arm64_inputs.dirs, arm64_inputs.network), "x86_64": (chain.opts.dirs, chain.opts.network)}
+    local_ids = {}
+    try:
+        for arch, (dirs, network) in inputs.items():  # each arch built and pushed by itself, as on two hosts
+            out = invoke(registry.env(), "build", *build_args(arch, dirs, network), "--matrix", matrix,
+                         "--until", "base", "--push", target)  # fmt: skip
+            assert out.returncode == 0, out.stderr[-3000:]
+            local_ids[goarch(arch)] = docker_client.images.get(built(out.stdout)["base"][1]).id
+    finally:
+        chain.restore_tags()  # the x86_64 build moved the base layer's human tag
+    out = invoke(registry.env(), "publish", "--registry", target, "--cann", "test", "--until", "base",
+                 "--matrix", matrix)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     multi = f"{target}/ascend-llm-stack/base:debian-bookworm-py3.11"
     line = out.stdout.strip()
@@ -185,21 +192,24 @@ def test_publish_writes_a_two_arch_manifest_list_that_the_engine_resolves_per_pl
     assert listed["mediaType"] == DOCKER_LIST and line.split()[3] == digest_of(raw)
     by_arch = {m["platform"]["architecture"]: m for m in listed["manifests"]}
     assert sorted(by_arch) == ["amd64", "arm64"]
-    local_ids = {"arm64": arm64_base.results[0].image_id, "amd64": chain.results[0].image_id}
-    for goarch, arch in (("arm64", "aarch64"), ("amd64", "x86_64")):
+    for arch in ("aarch64", "x86_64"):
         own = skopeo(registry, "inspect", "--raw", f"docker://{multi}-{arch}")
-        assert by_arch[goarch]["digest"] == digest_of(own) and by_arch[goarch]["platform"]["os"] == "linux"
+        entry = by_arch[goarch(arch)]
+        assert (entry["digest"], entry["size"], entry["platform"]["os"]) == (digest_of(own), len(own.encode()), "linux")
         config = json.loads(skopeo(registry, "inspect", "--config", "--raw", f"docker://{multi}-{arch}"))
-        assert config["architecture"] == goarch
-        assert config["rootfs"]["diff_ids"] == docker_client.images.get(local_ids[goarch]).attrs["RootFS"]["Layers"]
+        assert config["architecture"] == goarch(arch)
+        assert (
+            config["rootfs"]["diff_ids"] == docker_client.images.get(local_ids[goarch(arch)]).attrs["RootFS"]["Layers"]
+        )
 
     # And by the engine, as a cluster node pulls it: each platform gets its own arch's image.
     auth = {"username": registry.user, "password": registry.password}
     repo, _, tag = multi.rpartition(":")
     try:
-        for goarch, image_id in local_ids.items():
-            pulled = docker_client.images.pull(repo, tag=tag, platform=f"linux/{goarch}", auth_config=auth)
-            assert pulled.id == image_id
+        for platform, image_id in local_ids.items():
+            assert (
+                docker_client.images.pull(repo, tag=tag, platform=f"linux/{platform}", auth_config=auth).id == image_id
+            )
     finally:
         docker_client.images.remove(multi, noprune=True)
     assert_no_remote_tags_left(docker_client, registry)
@@ -254,12 +264,12 @@ def test_pull_after_a_mindspeed_llm_ref_change_is_only_the_changed_layers(
 
 @pytest.mark.slow
 def test_publish_the_whole_chain_for_both_arches(
-    chain: Chain, arm64_base: Arm64Base, registry: LocalRegistry, docker_client: Any
+    chain: Chain, arm64_inputs: Arm64Inputs, registry: LocalRegistry, docker_client: Any
 ) -> None:
-    """Opt-in (``--run-slow``): the aarch64 chain to the end under emulation, then a list for every tag."""
+    """Opt-in (``--run-slow``): the whole aarch64 chain under emulation, then a list for every tag."""
     target = f"{registry.host}/team"
-    for arch, dirs, network in (("aarch64", arm64_base.dirs, arm64_base.network),
-                                ("x86_64", chain.opts.dirs, chain.opts.network)):  # fmt: skip
+    inputs = {"aarch64": (arm64_inputs.dirs, arm64_inputs.network), "x86_64": (chain.opts.dirs, chain.opts.network)}
+    for arch, (dirs, network) in inputs.items():
         out = invoke(registry.env(), "build", *build_args(arch, dirs, network), "--push", target)
         assert out.returncode == 0, out.stderr[-3000:]
     out = invoke(registry.env(), "publish", "--registry", target, "--cann", "test")
@@ -268,8 +278,9 @@ def test_publish_the_whole_chain_for_both_arches(
     assert len(out.stdout.splitlines()) == 6 and f"{final}: manifest list sha256:" in out.stdout
     listed = json.loads(skopeo(registry, "inspect", "--raw", f"docker://{final}"))
     assert listed["mediaType"] == DOCKER_LIST
-    arches = {"arm64": "aarch64", "amd64": "x86_64"}
-    for entry in listed["manifests"]:
-        own = skopeo(registry, "inspect", "--raw", f"docker://{final}-{arches[entry['platform']['architecture']]}")
-        assert entry["digest"] == digest_of(own)
     assert sorted(e["platform"]["architecture"] for e in listed["manifests"]) == ["amd64", "arm64"]
+    for arch in ("aarch64", "x86_64"):
+        own = skopeo(registry, "inspect", "--raw", f"docker://{final}-{arch}")
+        assert next(e for e in listed["manifests"] if e["platform"]["architecture"] == goarch(arch))["digest"] == (
+            digest_of(own)
+        )
