@@ -147,6 +147,8 @@ class Registry:
                 return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.headers, err.read()
+        except (TimeoutError, ConnectionError) as err:
+            raise UserError(f"registry {self.host} stopped answering ({err or type(err).__name__})") from None
         except urllib.error.URLError as err:
             reason = err.reason
             if isinstance(reason, ssl.SSLCertVerificationError):
@@ -170,8 +172,14 @@ class Registry:
             raise UserError(
                 f"registry {self.host}: its token service refused the login (HTTP {status}): {_login_hint(self.host)}"
             )
-        data = json.loads(body)
-        return str(data.get("token") or data.get("access_token"))
+        try:
+            data = json.loads(body)
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise UserError(f"registry {self.host}: its token service {realm} answered without a token")
+        return token
 
     def _authorize(self, headers: dict[str, str], scope: str) -> None:
         """Answer the registry's last challenge up front: a request body sent without it is cut off by the 401."""
@@ -234,7 +242,16 @@ class Registry:
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if ref.startswith("sha256:") and ref != digest:
             raise UserError(f"registry {self.host}: {repo}@{ref} came back with digest {digest}")
-        media_type = headers.get("Content-Type", "").split(";")[0] or json.loads(raw).get("mediaType", "")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        media_type = headers.get("Content-Type", "").split(";")[0].strip()
+        if isinstance(data, dict) and data.get("mediaType"):
+            media_type = str(data["mediaType"])
+        shape = ("manifests",) if media_type in LISTS else ("config", "layers")
+        if not isinstance(data, dict) or not all(k in data for k in shape):
+            raise UserError(f"registry {self.host}: {repo}:{ref} is not an image manifest or list ({media_type})")
         return Manifest(digest, media_type, raw)
 
     def blob(self, repo: str, digest: str) -> bytes:
