@@ -69,6 +69,18 @@ class LocalRegistry:
         return self.docker_config / "config.json"
 
 
+def missing_tools() -> str | None:
+    """Why the registry tests cannot run here, or None."""
+    missing = [t for t in (REGISTRY_BIN, "skopeo") if not shutil.which(t)]
+    return f"{' and '.join(missing)} not installed (scripts/docker-engine.sh --registry)" if missing else None
+
+
+def skopeo(reg: LocalRegistry, *args: str) -> str:
+    """skopeo (a second reader of the registry) with the test CA and the login file; TLS verification stays on."""
+    argv = ["skopeo", *args[:1], "--cert-dir", str(reg.cert_dir), "--authfile", str(reg.authfile), *args[1:]]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,7 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
-from local_registry import REGISTRY_BIN, LocalRegistry, local_registry
+from local_registry import LocalRegistry, local_registry, missing_tools, skopeo
 
 from ascend_stack.errors import UserError
 from ascend_stack.registry import (
@@ -44,14 +43,9 @@ from ascend_stack.registry import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _missing_tools() -> str | None:
-    missing = [t for t in (REGISTRY_BIN, "skopeo") if not shutil.which(t)]
-    return f"{' and '.join(missing)} not installed (apt-get install docker-registry skopeo)" if missing else None
-
-
 @pytest.fixture(scope="module")
 def registry() -> Iterator[LocalRegistry]:
-    if reason := _missing_tools():
+    if reason := missing_tools():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {reason}: .ci/run must install them")
         pytest.skip(reason)
@@ -62,12 +56,6 @@ def registry() -> Iterator[LocalRegistry]:
 @pytest.fixture
 def client(registry: LocalRegistry) -> Registry:
     return Registry(registry.host, (registry.user, registry.password))
-
-
-def skopeo(reg: LocalRegistry, *args: str) -> str:
-    """skopeo with the test CA and the login file; TLS verification stays on."""
-    argv = ["skopeo", *args[:1], "--cert-dir", str(reg.cert_dir), "--authfile", str(reg.authfile), *args[1:]]
-    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
 def _layer(name: str, data: bytes) -> bytes:
@@ -273,7 +261,7 @@ def test_invoke_publish_names_the_arch_that_was_never_pushed(registry: LocalRegi
 
 
 def test_the_registry_and_every_copy_of_its_login_go_with_the_fixture() -> None:
-    if reason := _missing_tools():
+    if reason := missing_tools():
         pytest.skip(reason)
     with local_registry() as reg:
         root, certs = reg.storage.parent, Path("/etc/docker/certs.d") / reg.host
@@ -288,7 +276,7 @@ def test_the_registry_and_every_copy_of_its_login_go_with_the_fixture() -> None:
 
 def test_a_token_registry_is_answered_with_bearer_tokens() -> None:
     """Harbor and GitLab answer 401 with ``Bearer realm=...``: the login buys a token per scope."""
-    if reason := _missing_tools():
+    if reason := missing_tools():
         pytest.skip(reason)
     with local_registry(token_auth=True) as reg:
         client = Registry(reg.host, (reg.user, reg.password))

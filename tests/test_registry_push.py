@@ -28,8 +28,7 @@ import yaml
 from chain import Chain
 from fakes.cann import make_cann_packages
 from fakes.sources import add_commit, make_source_repos
-from local_registry import LocalRegistry, local_registry
-from test_registry import _missing_tools, skopeo
+from local_registry import LocalRegistry, local_registry, missing_tools, skopeo
 
 from ascend_stack import render
 from ascend_stack.baseimage import build_base_image
@@ -48,7 +47,7 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 @pytest.fixture(scope="module")
 def registry(docker_client: Any) -> Iterator[LocalRegistry]:
-    if reason := _missing_tools():
+    if reason := missing_tools():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {reason}: .ci/run must install them")
         pytest.skip(reason)
