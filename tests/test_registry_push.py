@@ -93,6 +93,8 @@ def test_build_push_puts_every_layer_tag_and_the_final_image_in_the_registry(
     assert out.returncode == 0, out.stderr[-3000:]
     assert ": 0 layer(s) built, 0 docker build call(s)" in out.stdout  # the chain's images, pushed as built
     assert registry.password not in out.stdout + out.stderr
+    home_config = Path.home() / ".docker" / "config.json"  # docker login wrote only to the test's DOCKER_CONFIG
+    assert not home_config.is_file() or registry.host not in home_config.read_text()
     human = {layer.name: layer.tag for layer in render.plan(chain.target)[0].layers}
     previous: list[str] = []
     for r in chain.results:
