@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -55,9 +56,23 @@ def registry(docker_client: Any) -> Iterator[LocalRegistry]:
         yield reg
 
 
-def invoke(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=1800)  # fmt: skip
+def invoke(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """``invoke ARGS`` in its own process group: on timeout, SIGINT to the group stops the docker build under
+    it too (and lets invoke remove its secrets folder), where killing invoke alone would orphan the build."""
+    argv = [sys.executable, "-m", "invoke", *args]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def build_args(arch: str, dirs: InputDirs, network: NetworkOptions) -> list[str]:
@@ -271,7 +286,7 @@ def test_publish_the_whole_chain_for_both_arches(
     target = f"{registry.host}/team"
     inputs = {"aarch64": (arm64_inputs.dirs, arm64_inputs.network), "x86_64": (chain.opts.dirs, chain.opts.network)}
     for arch, (dirs, network) in inputs.items():
-        out = invoke(registry.env(), "build", *build_args(arch, dirs, network), "--push", target)
+        out = invoke(registry.env(), "build", *build_args(arch, dirs, network), "--push", target, timeout=3 * 3600)
         assert out.returncode == 0, out.stderr[-3000:]
     out = invoke(registry.env(), "publish", "--registry", target, "--cann", "test")
     assert out.returncode == 0, out.stderr[-3000:]
