@@ -1,4 +1,4 @@
-"""A real image registry on loopback for the tests: Debian's ``docker-registry`` with TLS and basic auth.
+"""A real image registry on loopback for the tests: Debian's ``docker-registry`` with TLS, basic or token auth.
 
 Real: the CNCF distribution registry 2.8 (Debian's docker-registry package, its binary run directly
 with a config written here, never the system service), its HTTP API, TLS and htpasswd (bcrypt)
