@@ -144,7 +144,8 @@ def _dirs(packages=None, wheelhouse=None, sources=None, lock_dir=None) -> InputD
         "http_proxy": "proxy for the build steps' downloads (a secret: never stored in the image)",
         "no_cache": "rebuild the selected layers even when their content tag exists",
         "dry_run": "print the plan and the docker build commands, build nothing",
-        "push": "push the finished image to this registry (e.g. registry.local:5000/team)",
+        "push": "push every layer's tags and the final image to this registry (e.g. registry.local:5000/team; "
+        "docker login first)",
         "network": "build network for RUN steps (default host; 'default' for Docker's bridge)",
         "verbose": "say which BuildKit client was picked and why",
         "bundle": "a file of `invoke bundle`: checked byte for byte, then the build reads only it (offline, "
@@ -175,6 +176,22 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
                               bundle=Path(bundle) if bundle else None)  # fmt: skip
 
     _run(go)
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "registry": "the registry the arches were pushed to, as given to build --push (e.g. registry.local:5000/team)",
+        **{k: v for k, v in CHOICES.items() if k != "arch"},
+        "arch": "comma-separated arches to join (default: every arch of the row, e.g. aarch64,x86_64)",
+        "until": "join the layer tags up to this layer (default runtime: every layer and the final tag)",
+    },
+)
+def publish(c, registry, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, until="runtime"):
+    """Write multi-arch manifest lists for a target's tags from the per-arch images pushed by build --push."""
+    choices = {"cann": cann, "torch": torch, "os": os, "chip": chip}
+    archs = [a.strip() for a in arch.split(",")] if arch else None
+    _run(lambda: commands.publish(choices, registry, archs, until, _matrix_path(matrix)))
 
 
 @task(

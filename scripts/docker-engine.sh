@@ -4,8 +4,10 @@
 # Idempotent: when `docker info` already answers (and the tools asked for are installed) it
 # changes nothing. Otherwise it installs Debian's engine (docker.io, 20.10) plus debootstrap
 # (for offline base images), and with --arm64 also qemu-user-static + binfmt-support (to run
-# arm64 containers and debootstrap's second stage emulated), then starts dockerd in the
-# background and waits until it answers.
+# arm64 containers and debootstrap's second stage emulated), with --registry also
+# docker-registry + skopeo (a local image registry for the tests, and a second tool to read it;
+# the registry's system service is never started: tests run its binary themselves), then starts
+# dockerd in the background and waits until it answers.
 #
 # Why: no engine runs when a machine (developer or CI) starts, and nothing a previous session
 # started survives, so .ci/run and users call this first.
@@ -23,21 +25,24 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-usage: scripts/docker-engine.sh [--arm64] [--timeout SECONDS] [--log FILE]
+usage: scripts/docker-engine.sh [--arm64] [--registry] [--timeout SECONDS] [--log FILE]
 
 Ensure a Docker engine with BuildKit support answers; print BUILDKIT_DOCKER=<client> on stdout.
   --arm64            also install qemu-user-static + binfmt-support (arm64 emulation)
+  --registry         also install docker-registry (binary only, its service stays off) + skopeo
   --timeout SECONDS  how long to wait for dockerd (default: $DOCKER_ENGINE_TIMEOUT or 90)
   --log FILE         dockerd log file (default: $DOCKERD_LOG or /var/log/dockerd.log)
 EOF
 }
 
 ARM64=0
+REGISTRY=0
 TIMEOUT="${DOCKER_ENGINE_TIMEOUT:-90}"
 LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --arm64) ARM64=1 ;;
+        --registry) REGISTRY=1 ;;
         --timeout) TIMEOUT="${2:?--timeout needs a value}"; shift ;;
         --timeout=*) TIMEOUT="${1#*=}" ;;
         --log) LOG="${2:?--log needs a value}"; shift ;;
@@ -71,6 +76,9 @@ missing_packages() {
     local wanted=(docker.io debootstrap)
     if [ "$ARM64" = 1 ]; then
         wanted+=(qemu-user-static binfmt-support)
+    fi
+    if [ "$REGISTRY" = 1 ]; then
+        wanted+=(docker-registry skopeo)
     fi
     for p in "${wanted[@]}"; do
         # Captured, not piped into `grep -q`: with pipefail an early-exiting grep turns the
@@ -192,11 +200,39 @@ wait_for_engine() {
     log "engine answers after ${waited}s"
 }
 
+# docker-registry's package would start (and enable) a registry on :5000 on every interface; the
+# tests run the binary on loopback themselves. A policy-rc.d that refuses service starts keeps the
+# install from starting it (an existing policy-rc.d is left as it is), and a systemd host gets it
+# disabled.
+install_registry_tools() {
+    local made=0
+    [ $# -gt 0 ] || return 0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made=1
+    fi
+    install_packages "$@" || { [ "$made" = 0 ] || rm -f /usr/sbin/policy-rc.d; exit 1; }
+    [ "$made" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now docker-registry >&2 2>&1 || true
+    fi
+}
+
 mapfile -t MISSING < <(missing_packages)
+REGISTRY_MISSING=()
+OTHERS=()
+for p in "${MISSING[@]}"; do
+    case "$p" in
+        docker-registry|skopeo) REGISTRY_MISSING+=("$p") ;;
+        *) OTHERS+=("$p") ;;
+    esac
+done
 if engine_answers && [ ${#MISSING[@]} -eq 0 ]; then
     log "engine already answers"
 else
-    install_packages "${MISSING[@]}"
+    install_packages "${OTHERS[@]}"
+    install_registry_tools "${REGISTRY_MISSING[@]}"
     if ! engine_answers; then
         start_dockerd
         wait_for_engine

@@ -330,7 +330,7 @@ class Builder:
                 if layer.name == last:
                     break
         if self.opts.push and self.driver and results[-1].image_id:
-            self._push(plan, results[-1].image_id)
+            self._push(plan, results)
         return results
 
     def _measure(self, name: str, image_id: str | None, parent: str) -> Measure | None:
@@ -410,16 +410,13 @@ class Builder:
             # The install image lives on as the final image's parent; only its temporary tag goes.
             self.driver.untag(install_tag)
 
-    def _push(self, plan: BuildPlan, image_id: str) -> None:
-        assert self.driver is not None
-        registry = self.opts.push.rstrip("/")  # type: ignore[union-attr]
-        remote = f"{registry}/{plan.image}"
-        self.driver.tag(image_id, remote)
-        repo, _, tag = remote.rpartition(":")
-        for line in self.driver.docker.images.push(repo, tag=tag, stream=True, decode=True):
-            if "error" in line:
-                raise UserError(f"push of {remote} failed: {line['error']}")
-        self.log(f"pushed {remote}")
+    def _push(self, plan: BuildPlan, results: list[LayerResult]) -> None:
+        """Every layer's content and human tag, base first, then the final tag (see registry.chain_images)."""
+        from . import registry
+
+        assert self.driver is not None and self.opts.push
+        target = registry.parse_registry(self.opts.push)
+        registry.push(self.driver, target, registry.chain_images(plan, results), self.log)
 
 
 def check_apex_pair(resolved: ResolvedInputs) -> None:

@@ -81,8 +81,18 @@ def source_repository(mirror: Path, commit: str, ref: str, dest: Path) -> None:
         return subprocess.run(["git", *args], capture_output=True, text=True, env=env)
 
     git("init", "--quiet", "--bare", "--template=", str(dest))
-    out = git("-C", str(dest), "-c", "fetch.unpackLimit=1", "fetch", "--quiet", "--depth", "1",
-              f"file://{mirror.resolve()}", commit)  # fmt: skip  (unpackLimit: one pack file, not loose objects)
+    out = git(
+        "-C",
+        str(dest),
+        "-c",
+        "fetch.unpackLimit=1",
+        "fetch",
+        "--quiet",
+        "--depth",
+        "1",
+        f"file://{mirror.resolve()}",
+        commit,
+    )  # fmt: skip  (unpackLimit: one pack file, not loose objects)
     if out.returncode != 0:
         raise UserError(f"cannot copy commit {commit} of {mirror} into the bundle: {out.stderr.strip()[-200:]}")
     branch = git("-C", str(mirror), "rev-parse", "--verify", "--quiet", f"refs/heads/{ref}").returncode == 0

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported where used: the kubernetes client is slow to impor
     from .inputs import ResolvedInputs
     from .k8s import ManifestOptions
     from .pylock import PyLock
+    from .registry import Published
     from .run import RunOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,6 +253,12 @@ def build(
     if unpacked is not None and unpacked.base_image and not opts.dry_run:
         # verified above; the OS package folder belongs to this image (its ID), so it comes first
         bundles.load_image(_driver(False, verbose), target.base_image, unpacked.base_image)
+    if opts.push:
+        from .registry import Registry, parse_registry
+
+        registry = parse_registry(opts.push)
+        if not opts.dry_run:  # unreachable, untrusted or no login: say so now, not after the build
+            Registry.for_host(registry.host).check()
     builder = Builder(target, opts, None)
     prepared = builder.prepare()  # inputs are found and verified before the engine is even asked
     builder.driver = driver = _driver(opts.dry_run, verbose)
@@ -262,6 +269,47 @@ def build(
         size = f"  {r.size.describe()}" if r.size else ""
         print(f"  {r.name:<10} {r.status:<12} {r.content_tag}  {r.seconds:6.1f}s{size}")
     return results
+
+
+def publish(
+    target_choices: dict[str, str | None],
+    registry: str,
+    archs: list[str] | None = None,
+    until: str = "runtime",
+    matrix_path: Path = DEFAULT_MATRIX,
+) -> list[Published]:
+    """``invoke publish``: a manifest list per layer tag (and the final tag) over the arches already pushed.
+
+    Each arch is built and pushed on its own (``invoke build --arch A --push REGISTRY``, natively on
+    an A host or under emulation), so publishing reads the per-arch images from the registry, not
+    from this engine: the two halves may come from two machines.
+    """
+    from . import registry as registries
+
+    ref = registries.parse_registry(registry, "--registry")
+    matrix = load_matrix(matrix_path)
+    choices = {k: v for k, v in target_choices.items() if k != "arch"}
+    targets = {}
+    for arch in archs or resolve(matrix, **choices).row.archs:  # type: ignore[arg-type]
+        targets[arch] = resolve(matrix, **choices, arch=arch)  # type: ignore[arg-type]
+    names = [layer.name for layer in rendering.LAYERS]
+    if until not in names:
+        raise UserError(f"unknown layer '{until}' for --until: choose one of {', '.join(names)}")
+    lists: dict[str, dict[str, str]] = {}
+    for arch, target in targets.items():
+        plan, _ = rendering.plan(target)
+        tags = [layer.tag for layer in plan.layers[: names.index(until) + 1]]
+        for tag in [*tags, *([plan.image] if until == "runtime" else [])]:
+            lists.setdefault(registries.multi_arch_tag(tag, arch), {})[arch] = tag
+    client = registries.Registry.for_host(ref.host)
+    client.check()
+    published = []
+    for multi, per_arch in lists.items():
+        done = registries.manifest_list(client, ref, multi, per_arch)
+        arches = ", ".join(f"{arch} {digest[:19]}" for arch, digest in done.entries.items())
+        print(f"{done.remote}: manifest list {done.digest} ({arches})")
+        published.append(done)
+    return published
 
 
 def fetch(
