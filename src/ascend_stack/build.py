@@ -403,7 +403,7 @@ class Builder:
             (env_ctx / "Dockerfile").write_text(template.render(env=env, env_sources=sources))
             env_req = BuildRequest(
                 context=env_ctx, tags=final_tags, platform=req.platform, build_args={"INSTALL_IMAGE": install_tag},
-                labels=req.labels, network=req.network,
+                labels=req.labels, network=req.network, no_cache=req.no_cache,
             )  # fmt: skip
             return self.driver.build(env_req, f"{layer.name}/env")
         finally:
