@@ -1,4 +1,4 @@
-"""Size budgets (budgets.yaml): the file's rules, the table in docs/build.md, and the build holding each layer of
+"""Size budgets (budgets.yaml): the file's rules, the README's table, and the build holding each layer of
 the integration chain to its budget and failing one past 120 % with its size, budget and largest paths."""
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ def test_the_repositorys_budgets_cover_every_layer_of_the_test_row() -> None:
     assert sorted(loaded.targets["test"][TEST_TARGET]) == sorted(s.name for s in render.LAYERS)
 
 
-def test_the_build_docs_show_each_layers_budget() -> None:
+def test_the_readme_shows_each_layers_budget() -> None:
     loaded = budgets.load(REPO / budgets.FILE)
     assert loaded is not None
-    readme = (REPO / "docs" / "build.md").read_text()
+    readme = (REPO / "README.md").read_text()
     found = re.search(r"<!-- size-table[^\n]*-->\n(.*?)<!-- /size-table -->", readme, re.S)
-    assert found, "docs/build.md lost its size-table markers"
+    assert found, "README.md lost its size-table markers"
     rows = {line.split("|")[1].strip(" `"): line for line in found.group(1).splitlines() if line.startswith("| `")}
     for layer, budget in loaded.targets["test"][TEST_TARGET].items():
-        assert layer in rows, f"docs/build.md's size table has no row for {layer}"
-        assert f"| {budgets.fmt_size(budget)} |" in rows[layer], f"docs/build.md's budget for {layer} is stale"
+        assert layer in rows, f"README's size table has no row for {layer}"
+        assert f"| {budgets.fmt_size(budget)} |" in rows[layer], f"README's budget for {layer} is stale"
 
 
 def test_measure_reports_against_the_budget() -> None:
