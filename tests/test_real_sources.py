@@ -68,6 +68,8 @@ def seed_sources_matrix(raw: dict[str, Any]) -> dict[str, Any]:
     rows = {r.get("id") or r["cann"]: r for r in out["rows"]}
     for key in SOURCES:
         rows["test"][key] = copy.deepcopy(rows[SEED_ROW][key])
+    # what the seed row's lock needs with these sources (MindSpeed's tokenizers<=0.20.3 vs transformers 4.51.0)
+    rows["test"]["lock_overrides"] = copy.deepcopy(rows[SEED_ROW].get("lock_overrides", []))
     return out
 
 
