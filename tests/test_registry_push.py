@@ -104,7 +104,8 @@ def build_args(arch: str, dirs: InputDirs, network: NetworkOptions) -> list[str]
     """``invoke build`` options naming the same inputs as a Builder's, so its content tags are the same."""
     args = ["--cann", "test", "--arch", arch, "--packages", str(dirs.packages), "--lock-dir", str(dirs.locks)]
     for wheels in dirs.wheelhouses:
-        args += ["--wheelhouse", str(wheels)]
+        if wheels.is_dir():  # --wheelhouse names a folder that is there (the cache may not be yet)
+            args += ["--wheelhouse", str(wheels)]
     if dirs.source_overrides:
         args += ["--sources", str(dirs.source_overrides)]
     return [*args, *(["--ca-cert", str(network.ca_cert)] if network.ca_cert else [])]
