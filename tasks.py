@@ -300,6 +300,25 @@ def base_image(c, os="debian-bookworm", arch=None, mirror=None, force=False):
 
 @task(
     auto_shortflags=False,
+    help={
+        "arch": "aarch64 or x86_64 (default: this host's)",
+        "ca_cert": "CA bundle for a TLS-intercepting proxy (default: /etc/ssl/certs/ca-certificates.crt if present)",
+        "wheelhouse": "a folder of local wheels, searched before PyPI (default: /opt/wheels if present)",
+        "http_proxy": "proxy for the build steps' downloads (a secret: never stored in the image)",
+        "dir": "where the stand-in inputs, sample data and log go (default: build/demo/)",
+    },
+)
+def demo(c, arch=None, ca_cert=None, wheelhouse=None, http_proxy=None, dir=None):
+    """Build and verify the test row's image (stand-in CANN) on a fresh host, engine included; again: seconds.
+    Steps: Docker engine, OS base image, stand-in inputs, the chain, invoke verify, sft --dry-run on sample data."""
+    from ascend_stack import demo as demos
+
+    _run(lambda: demos.run(arch, Path(ca_cert) if ca_cert else None, Path(wheelhouse) if wheelhouse else None,
+                           http_proxy, Path(dir).absolute() if dir else None))  # fmt: skip
+
+
+@task(
+    auto_shortflags=False,
     iterable=["docker_arg"],
     help={
         "image": "the image to check (tag or ID); or name it by --cann/--torch/--arch/--os/--chip",
