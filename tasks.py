@@ -306,15 +306,16 @@ def base_image(c, os="debian-bookworm", arch=None, mirror=None, force=False):
         "wheelhouse": "a folder of local wheels, searched before PyPI (default: /opt/wheels if present)",
         "http_proxy": "proxy for the build steps' downloads (a secret: never stored in the image)",
         "dir": "where the stand-in inputs, sample data and log go (default: build/demo/)",
+        "mirror": "Debian mirror for the base image (default: the one this host's apt uses, else deb.debian.org)",
     },
 )
-def demo(c, arch=None, ca_cert=None, wheelhouse=None, http_proxy=None, dir=None):
+def demo(c, arch=None, ca_cert=None, wheelhouse=None, http_proxy=None, dir=None, mirror=None):
     """Build and verify the test row's image (stand-in CANN) on a fresh host, engine included; again: seconds.
     Steps: Docker engine, OS base image, stand-in inputs, the chain, invoke verify, sft --dry-run on sample data."""
     from ascend_stack import demo as demos
 
     _run(lambda: demos.run(arch, Path(ca_cert) if ca_cert else None, Path(wheelhouse) if wheelhouse else None,
-                           http_proxy, Path(dir).absolute() if dir else None))  # fmt: skip
+                           http_proxy, Path(dir).absolute() if dir else None, mirror))  # fmt: skip
 
 
 @task(

@@ -50,6 +50,7 @@ from .target import Target, resolve
 REPO = Path(__file__).resolve().parents[2]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 LOCAL_WHEELS = Path("/opt/wheels")
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
 ROW = "test"
 SAMPLE_MODEL = "qwen3-0.6b"
 STEPS = 7
@@ -146,8 +147,15 @@ class Steps:
                     progress.update(task, description=escape(f"{head}: {last[:100]}"))
 
             step = Step(say)
-            with progress, _captured(say):
-                yield step
+            try:
+                with progress, _captured(say):
+                    yield step
+            except UserError as err:  # the tools' output went to the log: say where it is
+                self.console.print(
+                    f"{escape(head):<26} [red]failed[/red]  [dim]({_duration(time.monotonic() - started)})[/dim]"
+                )
+                err.args = (f"{err} (the whole output: {self.log_path})",)
+                raise
         took = time.monotonic() - started
         self.console.print(f"{escape(head):<26} {escape(step.result)}  [dim]({_duration(took)})[/dim]")
 
@@ -217,6 +225,7 @@ def run(
     wheelhouse: Path | None = None,
     http_proxy: str | None = None,
     root: Path | None = None,
+    mirror: str | None = None,
     console: Console | None = None,
 ) -> Outcome:
     """The whole demo; every step is skipped when its result is already there. Bad input or a failed step:
@@ -246,7 +255,7 @@ def run(
         client = find_buildkit_client()
         step.result = f"engine {engine.version().get('Version', '?')} answers; BuildKit client {client.reason}"
     with steps.step("OS base image") as step:
-        step.result = ensure_base_image(engine, target, step.say)
+        step.result = ensure_base_image(engine, target, mirror, step.say)
     with steps.step("stand-in inputs") as step:
         step.result = ensure_standins(dirs, target, step.say)
     with steps.step("image chain") as step:
@@ -345,11 +354,12 @@ def _engine() -> Any:
     return engine
 
 
-def ensure_base_image(engine: Any, target: Target, say: Callable[[str], None]) -> str:
-    """``invoke base-image`` for the row's OS and arch: debootstrap from the host's Debian mirror, once."""
+def ensure_base_image(engine: Any, target: Target, mirror: str | None, say: Callable[[str], None]) -> str:
+    """``invoke base-image`` for the row's OS and arch: debootstrap from the host's Debian mirror (Debian's own
+    on a host whose apt names none, as on Ubuntu), once."""
     import docker.errors
 
-    from .baseimage import BaseImageError, build_base_image
+    from .baseimage import BaseImageError, build_base_image, detect_mirror, parse_os_name
 
     with contextlib.suppress(docker.errors.ImageNotFound):
         found = engine.images.get(target.base_image)
@@ -359,9 +369,13 @@ def ensure_base_image(engine: Any, target: Target, say: Callable[[str], None]) -
             f"{target.base_image} is not here and debootstrap is not installed: apt-get install debootstrap "
             "(or run scripts/docker-engine.sh), then invoke demo again"
         )
-    say(f"debootstrap {target.os_name} ({target.arch}) from this host's Debian mirror, then docker import")
     try:
-        tag = build_base_image(target.os_name, target.arch, docker_client=engine)
+        mirror = mirror or detect_mirror(parse_os_name(target.os_name))
+    except BaseImageError:
+        mirror = DEBIAN_MIRROR
+    say(f"debootstrap {target.os_name} ({target.arch}) from {mirror}, then docker import")
+    try:
+        tag = build_base_image(target.os_name, target.arch, mirror, docker_client=engine)
     except BaseImageError as err:
         raise UserError(str(err)) from None
     return f"{tag} built ({engine.images.get(tag).id[7:19]})"
