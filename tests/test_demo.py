@@ -43,6 +43,8 @@ def test_the_demo_never_takes_over_a_folder_it_did_not_make(tmp_path: Path, make
 def test_the_demo_reuses_the_chain_verifies_and_runs_again_in_seconds(chain: Chain, docker_client: Any,
                                                                       tmp_path: Path) -> None:  # fmt: skip
     demo = tmp_path / "demo"
+    mirrors = REPO / "sources"  # the project's git mirrors of the real upstream: no stand-in may land there
+    before = sorted(p.name for p in mirrors.iterdir()) if mirrors.is_dir() else None
     first = invoke("demo", "--arch", "x86_64", "--dir", str(demo))
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
@@ -72,6 +74,7 @@ def test_the_demo_reuses_the_chain_verifies_and_runs_again_in_seconds(chain: Cha
         for ext in ("bin", "idx"):
             assert (demo / "sample" / "data" / f"alpaca_packed_{name}_document.{ext}").stat().st_size > 0
     assert os.stat(demo / "sample" / "out").st_uid in (1000, os.getuid())
+    assert (sorted(p.name for p in mirrors.iterdir()) if mirrors.is_dir() else None) == before
 
     again = invoke("demo", "--arch", "x86_64", "--dir", str(demo))
     assert again.returncode == 0, again.stdout + again.stderr

@@ -82,6 +82,11 @@ class DemoDirs:
         return self.root / "sources"
 
     @property
+    def mirrors(self) -> Path:
+        """The build's git mirrors of the stand-ins: never the project's sources/, which holds real upstream ones."""
+        return self.root / "mirrors"
+
+    @property
     def sample(self) -> Path:
         return self.root / "sample"
 
@@ -445,7 +450,7 @@ def build_chain(
     [--ca-cert]``: layers whose content tag exists are reused."""
     opts = BuildOptions(
         dirs=InputDirs(packages=dirs.packages, extra_wheelhouses=(wheelhouse,) if wheelhouse else (),
-                       source_overrides=dirs.sources),
+                       sources=dirs.mirrors, source_overrides=dirs.sources),
         network=NetworkOptions(ca_cert=ca_cert, http_proxy=http_proxy),
         budgets=budgets.load(REPO / budgets.FILE),
         enforce_budgets=False,  # sizes are reported; holding layers to budgets.yaml is the maintainers' test
