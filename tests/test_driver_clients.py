@@ -156,7 +156,10 @@ def test_debian_docker_io_builds_with_its_builtin_buildkit(tmp_path: Path, bare_
     newer = fake_docker(tmp_path / "docker28", "28.2.2", buildx=False)
     out = invoke([str(newer.parent), str(debian.parent), *bare_path], *DRY_RUN)
     plan_is_printed(out, f"{debian} build")
-    assert f"BuildKit client: {debian} is docker 20.10." in out.stdout and ": BuildKit built in" in out.stdout
+    assert (
+        f"BuildKit client: {debian} is docker 20.10." in out.stdout
+        and ", with BuildKit built into the CLI" in out.stdout
+    )
 
 
 def test_every_docker_on_path_is_a_candidate_once(tmp_path: Path) -> None:

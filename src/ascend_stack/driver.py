@@ -89,7 +89,9 @@ def find_buildkit_client(candidates: Sequence[str] | None = None) -> BuildKitCli
             return BuildKitClient(path, "buildx", version, f"{path} has the buildx plugin ({buildx.stdout.strip()})")
         major = version.split(".", 1)[0]
         if major.isdigit() and int(major) < 23:
-            return BuildKitClient(path, "builtin", version, f"{path} is docker {version}: BuildKit built in")
+            return BuildKitClient(
+                path, "builtin", version, f"{path} is docker {version}, with BuildKit built into the CLI"
+            )
         tried.append(f"docker {version or '(version unknown)'} at {path}")
     if not tried:
         raise UserError(NO_DOCKER)
