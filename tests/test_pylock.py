@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +91,18 @@ dill==0.4.1 \\
     assert pylock._closure({"-r pta.in", "-r mindspeed.in"}, via) - pta == {"datasets", "dill"}
 
 
-def test_a_changed_pin_makes_sections_stale_and_offline_builds_refuse(
-    raw: dict[str, Any], standins: Path, tmp_path: Path
-) -> None:
-    changed = copy.deepcopy(raw)
-    row = next(r for r in changed["rows"] if r.get("id") == "test")
+@pytest.fixture
+def repinned(raw: dict[str, Any]) -> Target:
+    """The test row with one more pin (tqdm<4.69): what a maintainer's edit of matrix.yaml does to the lock."""
+    row = next(r for r in raw["rows"] if r.get("id") == "test")
     row["pip_pins"] = ["numpy<2", "tqdm<4.69"]
-    t = resolve(parse_matrix(changed), "test", arch="x86_64")
+    return resolve(parse_matrix(raw), "test", arch="x86_64")
+
+
+def test_a_changed_pin_makes_sections_stale_and_offline_builds_refuse(
+    repinned: Target, standins: Path, tmp_path: Path
+) -> None:
+    t = repinned
     resolved = git_sources(t, standins, tmp_path)
     secs = pylock.sections(t, pylock.source_reader(resolved))
     committed = pylock.PyLock.load(pylock.lock_path(t))
@@ -116,13 +120,10 @@ def test_a_changed_pin_makes_sections_stale_and_offline_builds_refuse(
 
 
 def test_relocking_resolves_only_stale_sections_and_keeps_fitting_versions(
-    raw: dict[str, Any], standins: Path, tmp_path: Path
+    repinned: Target, standins: Path, tmp_path: Path
 ) -> None:
     """A new pin re-resolves what it touches (uv, against PyPI); the rest of the lock stays byte for byte."""
-    changed = copy.deepcopy(raw)
-    row = next(r for r in changed["rows"] if r.get("id") == "test")
-    row["pip_pins"] = ["numpy<2", "tqdm<4.69"]
-    t = resolve(parse_matrix(changed), "test", arch="x86_64")
+    t = repinned
     secs = pylock.sections(t, pylock.source_reader(git_sources(t, standins, tmp_path)))
     committed = pylock.PyLock.load(pylock.lock_path(t))
     assert committed is not None
