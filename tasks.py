@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from invoke import Exit, task
 
-from ascend_stack import commands
-from ascend_stack.build import BuildOptions, NetworkOptions
-from ascend_stack.errors import Stopped, UserError, stoppable
-from ascend_stack.inputs import InputDirs
+# Every import of the library happens inside the task that needs it: `invoke --list` and `--help`
+# load none of it (pydantic, rich, jinja2 and the Docker SDK cost more than invoke itself).
+if TYPE_CHECKING:
+    from ascend_stack.inputs import InputDirs
 
 T = TypeVar("T")
 
@@ -28,6 +28,7 @@ CHOICES = {
 def _run(fn: Callable[[], T]) -> T:
     """Bad input ends the task with one line on stderr and exit code 2, never a traceback; Ctrl-C or
     SIGTERM with one line and 128 + the signal. User text in a message cannot add a line to it."""
+    from ascend_stack.errors import Stopped, UserError, stoppable
     from ascend_stack.paths import one_line
 
     try:
@@ -48,7 +49,9 @@ def _print(text: str) -> None:
 
 
 def _matrix_path(matrix: str | None) -> Path:
-    return Path(matrix) if matrix else commands.DEFAULT_MATRIX
+    from ascend_stack.commands import DEFAULT_MATRIX
+
+    return Path(matrix) if matrix else DEFAULT_MATRIX
 
 
 @task(
@@ -63,6 +66,8 @@ def _matrix_path(matrix: str | None) -> Path:
 )
 def matrix(c, check=False, all=False, markdown=False, matrix=None, sources=None):
     """Show the version matrix (CANN rows, torch variants, Python, MindSpeed-LLM, archs, OSes)."""
+    from ascend_stack import commands
+
     code = _run(lambda: commands.show_matrix(_matrix_path(matrix), check=check, show_all=all, markdown=markdown,
                                              sources=Path(sources) if sources else None))  # fmt: skip
     if code:
@@ -72,6 +77,8 @@ def matrix(c, check=False, all=False, markdown=False, matrix=None, sources=None)
 @task(auto_shortflags=False, help={"matrix": CHOICES["matrix"]})
 def published(c, matrix=None):
     """Regenerate published.yaml (Huawei's torch_npu/CANN pairings and sha256) from the installed ascend-deployer."""
+    from ascend_stack import commands
+
     print(_run(lambda: commands.published(_matrix_path(matrix))))
 
 
@@ -83,6 +90,7 @@ USER = {
 
 def _user(uid, gid):
     """The runtime image's user from --uid/--gid (whole numbers; refused in one line otherwise)."""
+    from ascend_stack.errors import UserError
     from ascend_stack.render import RuntimeUser
 
     ids = {}
@@ -100,6 +108,8 @@ def _user(uid, gid):
 )
 def render(c, cann=None, torch=None, arch=None, os=None, chip=None, out=None, matrix=None, uid=None, gid=None):
     """Write every layer's Dockerfile and the build plan for one target. No Docker needed."""
+    from ascend_stack import commands
+
     out_dir, plan = _run(
         lambda: commands.render(
             cann, torch, arch, os, chip, Path(out) if out else None, _matrix_path(matrix), _user(uid, gid)
@@ -120,6 +130,8 @@ INPUTS = {
 
 
 def _dirs(packages=None, wheelhouse=None, sources=None, lock_dir=None) -> InputDirs:
+    from ascend_stack.inputs import InputDirs
+
     d = InputDirs()
     return InputDirs(
         packages=Path(packages) if packages else d.packages,
@@ -158,6 +170,9 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
           network="host", verbose=False, uid=None, gid=None, bundle=None):  # fmt: skip
     """Build the image chain of one matrix target through BuildKit; unchanged layers are reused.
     Each layer's size is reported against budgets.yaml; one past 120 % of its budget fails the build."""
+    from ascend_stack import commands
+    from ascend_stack.build import BuildOptions, NetworkOptions
+
     opts = BuildOptions(
         dirs=_dirs(packages, wheelhouse, sources, lock_dir),
         network=NetworkOptions(
@@ -189,6 +204,8 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
 )
 def publish(c, registry, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, until="runtime"):
     """Write multi-arch manifest lists for a target's tags from the per-arch images pushed by build --push."""
+    from ascend_stack import commands
+
     choices = {"cann": cann, "torch": torch, "os": os, "chip": chip}
     archs = [a.strip() for a in arch.split(",")] if arch else None
     _run(lambda: commands.publish(choices, registry, archs, until, _matrix_path(matrix)))
@@ -210,6 +227,8 @@ def fetch(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
           sources=None, lock_dir=None, ca_cert=None, update=False, wheels=False, pip_index_url=None,
           apt_mirror=None):  # fmt: skip
     """Download every input a target needs (CANN packages, git sources, OS packages; wheels), verify and lock them."""
+    from ascend_stack import commands
+
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
     _run(lambda: commands.fetch(choices, _dirs(packages, wheelhouse, sources, lock_dir), _matrix_path(matrix),
                                 update=update, ca_cert=Path(ca_cert) if ca_cert else None, wheels=wheels,
@@ -230,6 +249,8 @@ def fetch(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
 def bundle(c, out, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, packages=None, wheelhouse=None,
            sources=None, lock_dir=None, ca_cert=None, pip_index_url=None, apt_mirror=None):  # fmt: skip
     """Write one file with everything a target's build needs, for an air-gapped host: invoke build --bundle FILE."""
+    from ascend_stack import commands
+
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
     _run(lambda: commands.bundle(choices, _dirs(packages, wheelhouse, sources, lock_dir), Path(out),
                                  _matrix_path(matrix), ca_cert=Path(ca_cert) if ca_cert else None,
@@ -251,6 +272,8 @@ def bundle(c, out, cann=None, torch=None, arch=None, os=None, chip=None, matrix=
 def lock(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, sources=None, wheelhouse=None,
          ca_cert=None, pip_index_url=None, update=False):  # fmt: skip
     """Lock every Python package of a target, with hashes, for its Python and platform: locks/<row>/<target>.txt."""
+    from ascend_stack import commands
+
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
     print(_run(lambda: commands.lock(choices, _dirs(None, wheelhouse, sources, None), _matrix_path(matrix),
                                      update=update, ca_cert=Path(ca_cert) if ca_cert else None,
@@ -269,8 +292,30 @@ def lock(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, s
 )
 def base_image(c, os="debian-bookworm", arch=None, mirror=None, force=False):
     """Build an OS base image from a distribution mirror with debootstrap, for hosts without a registry."""
+    from ascend_stack import commands
+
     tag = _run(lambda: commands.base_image(os, arch, mirror, force))
     print(tag)
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "arch": "aarch64 or x86_64 (default: this host's)",
+        "ca_cert": "CA bundle for a TLS-intercepting proxy (default: /etc/ssl/certs/ca-certificates.crt if present)",
+        "wheelhouse": "a folder of local wheels, searched before PyPI (default: /opt/wheels if present)",
+        "http_proxy": "proxy for the build steps' downloads (a secret: never stored in the image)",
+        "dir": "where the stand-in inputs, sample data and log go (default: build/demo/)",
+        "mirror": "Debian mirror for the base image (default: the one this host's apt uses, else deb.debian.org)",
+    },
+)
+def demo(c, arch=None, ca_cert=None, wheelhouse=None, http_proxy=None, dir=None, mirror=None):
+    """Build and verify the test row's image (stand-in CANN) on a fresh host, engine included; again: seconds.
+    Steps: Docker engine, OS base image, stand-in inputs, the chain, invoke verify, sft --dry-run on sample data."""
+    from ascend_stack import demo as demos
+
+    _run(lambda: demos.run(arch, Path(ca_cert) if ca_cert else None, Path(wheelhouse) if wheelhouse else None,
+                           http_proxy, Path(dir).absolute() if dir else None, mirror))  # fmt: skip
 
 
 @task(
@@ -290,6 +335,8 @@ def base_image(c, os="debian-bookworm", arch=None, mirror=None, force=False):
 def verify(c, image=None, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, tier="all",
            lock_dir=None, devices=None, docker_arg=None, keyword=None):  # fmt: skip
     """Check a built image inside a container: tier 1 anywhere, tier 2 on an Ascend host. Exit 1 on a failure."""
+    from ascend_stack import commands
+
     choices = {"cann": cann, "torch": torch, "arch": arch, "os": os, "chip": chip}
     code = _run(lambda: commands.verify(image, choices, tier=str(tier), lock_dir=Path(lock_dir) if lock_dir else None,
                                         matrix_path=_matrix_path(matrix), devices=devices,
@@ -310,6 +357,8 @@ def verify(c, image=None, cann=None, torch=None, arch=None, os=None, chip=None, 
 def manifest(c, image, out=None, lock_dir=None, matrix=None):
     """Write what an image holds (OS packages, Python packages, CANN, commits, matrix row, labels) as JSON
     and Markdown, and as a CycloneDX SBOM (<tag>.cdx.json) with the lock's hashes."""
+    from ascend_stack import commands
+
     paths = _run(lambda: commands.manifest(image, Path(out) if out else None, Path(lock_dir) if lock_dir else None,
                                            _matrix_path(matrix)))  # fmt: skip
     for path in paths:
@@ -351,6 +400,7 @@ def run(c, image=None, npus="all", host_type="a2", runtime=None, privileged=Fals
         network="host", shm_size=None, ipc_host=False, detach=False, interactive=False, keep=False,
         print=False, user=None):  # fmt: skip
     """Run a stage in a container on this Atlas host: invoke run --image TAG [--npus 0-7] -- pretrain ..."""
+    from ascend_stack import commands
     from ascend_stack.run import RunOptions
 
     opts = RunOptions(
@@ -432,6 +482,8 @@ def k8s(c, image=None, nodes=None, kind=None, name="ascend-llm", namespace=None,
     """Write a Volcano Job / PyTorchJob / AscendJob manifest that runs a stage on N nodes (YAML to stdout or --out)."""
     import sys
 
+    from ascend_stack import commands
+    from ascend_stack.errors import UserError
     from ascend_stack.k8s import ManifestOptions
 
     def build() -> str:

@@ -2,8 +2,8 @@
 # Make sure a Docker engine that can run BuildKit builds answers on this machine.
 #
 # Idempotent: when `docker info` already answers (and the tools asked for are installed) it
-# changes nothing. Otherwise it installs Debian's engine (docker.io, 20.10) plus debootstrap
-# (for offline base images), and with --arm64 also qemu-user-static + binfmt-support (to run
+# changes nothing. Otherwise it installs Debian's engine (docker.io, 20.10) plus debootstrap and
+# Debian's archive keyring (for offline base images), and with --arm64 also qemu-user-static + binfmt-support (to run
 # arm64 containers and debootstrap's second stage emulated), with --registry also
 # docker-registry + skopeo (a local image registry for the tests, and a second tool to read it;
 # the registry's system service is never started: tests run its binary themselves), then starts
@@ -73,7 +73,8 @@ engine_answers() {
 # Packages this invocation needs that dpkg does not report as installed.
 missing_packages() {
     local p
-    local wanted=(docker.io debootstrap)
+    # debian-archive-keyring: what debootstrap checks Debian's Release files with (Debian has it; Ubuntu does not)
+    local wanted=(docker.io debootstrap debian-archive-keyring)
     if [ "$ARM64" = 1 ]; then
         wanted+=(qemu-user-static binfmt-support)
     fi

@@ -29,7 +29,7 @@ from ascend_stack.target import Target, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-LOCAL_WHEELS = Path("/opt/wheels")  # this machine's torch-2.13.0+cpu wheel (see README: tests)
+LOCAL_WHEELS = Path("/opt/wheels")  # this machine's torch-2.13.0+cpu wheel (see docs/development.md)
 PROXY_PASSWORD = "proxy-pass-4e1f"
 
 

@@ -68,6 +68,8 @@ def seed_sources_matrix(raw: dict[str, Any]) -> dict[str, Any]:
     rows = {r.get("id") or r["cann"]: r for r in out["rows"]}
     for key in SOURCES:
         rows["test"][key] = copy.deepcopy(rows[SEED_ROW][key])
+    # what the seed row's lock needs with these sources (MindSpeed's tokenizers<=0.20.3 vs transformers 4.51.0)
+    rows["test"]["lock_overrides"] = copy.deepcopy(rows[SEED_ROW].get("lock_overrides", []))
     return out
 
 
@@ -94,9 +96,12 @@ def real_chain(real_sources: Path, docker_client: Any, tmp_path_factory: pytest.
     matrix_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     target = resolve(parse_matrix(raw), "test", arch="x86_64")
     make_cann_packages(root / "packages", target.cann, "x86_64", chips=("910b",))
+    # The real sources' requirements make the test row's committed Python lock stale: the build locks
+    # them afresh (uv, for the target's platform) into root/locks, never over the committed file.
     dirs = InputDirs.under(
-        root, extra_wheelhouses=(LOCAL_WHEELS,) if LOCAL_WHEELS.is_dir() else (), source_overrides=real_sources
-    )
+        root, extra_wheelhouses=(LOCAL_WHEELS,) if LOCAL_WHEELS.is_dir() else (), source_overrides=real_sources,
+        python_locks=root / "locks",
+    )  # fmt: skip
     opts = BuildOptions(
         dirs=dirs,
         network=NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None),

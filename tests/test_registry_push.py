@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,11 +57,35 @@ def registry(docker_client: Any) -> Iterator[LocalRegistry]:
         yield reg
 
 
+CHECKOUT: list[Path] = []  # set by the `checkout` fixture
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of this checkout's files for the ``invoke`` processes: their default caches (``sources/``,
+    ``wheelhouse/``) fill the copy, never the developer's own, where the stand-ins' branches would be
+    force-fetched over a real mirror's."""
+    dest = tmp_path_factory.mktemp("checkout")
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for rel in filter(None, listed.split("\0")):
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    CHECKOUT[:] = [dest]
+    return dest
+
+
 def invoke(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     """``invoke ARGS`` in its own process group: on timeout, SIGINT to the group stops the docker build under
     it too (and lets invoke remove its secrets folder), where killing invoke alone would orphan the build."""
     argv = [sys.executable, "-m", "invoke", *args]
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    [root] = CHECKOUT
+    env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "entrypoints"), env.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -79,7 +104,8 @@ def build_args(arch: str, dirs: InputDirs, network: NetworkOptions) -> list[str]
     """``invoke build`` options naming the same inputs as a Builder's, so its content tags are the same."""
     args = ["--cann", "test", "--arch", arch, "--packages", str(dirs.packages), "--lock-dir", str(dirs.locks)]
     for wheels in dirs.wheelhouses:
-        args += ["--wheelhouse", str(wheels)]
+        if wheels.is_dir():  # --wheelhouse names a folder that is there (the cache may not be yet)
+            args += ["--wheelhouse", str(wheels)]
     if dirs.source_overrides:
         args += ["--sources", str(dirs.source_overrides)]
     return [*args, *(["--ca-cert", str(network.ca_cert)] if network.ca_cert else [])]
@@ -154,7 +180,7 @@ class Arm64Inputs:
 
 
 @pytest.fixture(scope="module")
-def arm64_inputs(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Arm64Inputs:
+def arm64_inputs(docker_client: Any, tmp_path_factory: pytest.TempPathFactory, megatron_core: Path) -> Arm64Inputs:
     """What an aarch64 build of the test row needs: the aarch64 OS image (debootstrap under qemu) and stand-ins."""
     if not BINFMT.exists():
         if os.environ.get("CI") == "true":
@@ -165,7 +191,7 @@ def arm64_inputs(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -
     target = resolve(load_matrix(REPO / "matrix.yaml"), "test", arch="aarch64")
     # invoke build verifies every layer's inputs before it builds any (even with --until base).
     make_cann_packages(root / "packages", target.cann, "aarch64")
-    make_source_repos(root / "upstream")
+    make_source_repos(root / "upstream", megatron_core)
     dirs = InputDirs.under(root, source_overrides=root / "upstream")
     return Arm64Inputs(dirs, NetworkOptions(ca_cert=HOST_CA if HOST_CA.is_file() else None))
 

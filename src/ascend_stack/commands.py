@@ -6,23 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
-from . import budgets, paths
-from . import render as rendering
-from .baseimage import BaseImageError, build_base_image
-from .build import Builder, BuildOptions, LayerResult
-from .driver import Driver, find_buildkit_client
+from . import paths
 from .errors import UserError
-from .inputs import InputDirs
-from .inputs import fetch as fetch_inputs
 from .matrix import Matrix, MatrixError, load_matrix
 from .target import Target, resolve
 
-if TYPE_CHECKING:  # imported where used: the kubernetes client is slow to import
-    from .inputs import ResolvedInputs
+if TYPE_CHECKING:  # the rest is imported where used, so `invoke matrix` loads neither Jinja2 nor Docker's SDK
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import render as rendering
+    from .build import BuildOptions, LayerResult
+    from .driver import BuildKitClient, Driver
+    from .inputs import InputDirs, ResolvedInputs
     from .k8s import ManifestOptions
     from .pylock import PyLock
     from .registry import Published
@@ -33,6 +29,9 @@ DEFAULT_MATRIX = REPO / "matrix.yaml"
 
 
 def matrix_table(m: Matrix, show_all: bool = False) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(
         title="ascend-llm-stack version matrix (* = default torch)", title_justify="left", box=box.SIMPLE_HEAD
     )
@@ -98,6 +97,8 @@ def show_matrix(
 
     ``check`` also reads the pinned commits in every local mirror (``sources/``, or ``--sources DIR``).
     """
+    from rich.console import Console
+
     # Piped output (CI logs, less) gets a fixed width rather than rich's 80-column default.
     console = console or Console(width=None if Console().is_terminal else 160, soft_wrap=False)
     try:
@@ -152,6 +153,7 @@ def lock(
     from dataclasses import replace
 
     from . import pylock
+    from . import render as rendering
     from .inputs import resolve_inputs
 
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
@@ -199,6 +201,7 @@ def render(
     The pip steps take the target's committed Python lock (locks/<row>/<target>.txt) where there is one.
     """
     from . import pylock
+    from . import render as rendering
 
     target = resolve(load_matrix(matrix_path), cann, torch, arch, os, chip)
     plan, files = rendering.plan(target, lock=pylock.PyLock.load(pylock.lock_path(target)), user=user)
@@ -207,11 +210,27 @@ def render(
     return out_dir, plan
 
 
+def _client(dry_run: bool) -> BuildKitClient:
+    """The docker CLI the builds go through. A dry run goes on without one (Docker not installed, or 23+
+    without buildx): it says so in one line and shows the plan as ``docker buildx`` would run it."""
+    from .driver import ASSUMED_CLIENT, find_buildkit_client
+
+    try:
+        return find_buildkit_client()
+    except UserError as err:
+        if not dry_run:
+            raise
+        print(f"note: {err}; the plan shows the commands as docker buildx would run them")
+        return ASSUMED_CLIENT
+
+
 def _driver(dry_run: bool, verbose: bool) -> Driver:
     """A driver on the local engine; a dry run may go on without one (it then assumes nothing is built)."""
     import docker
 
-    client = find_buildkit_client()
+    from .driver import Driver
+
+    client = _client(dry_run)
     if verbose:
         print(f"BuildKit client: {client.reason}")
     try:
@@ -237,6 +256,10 @@ def build(
     ``bundle``: a file of ``invoke bundle``, checked byte for byte and unpacked before anything else;
     the build then reads only it (``--offline``, and no RUN step has a network).
     """
+    from . import budgets
+    from . import render as rendering
+    from .build import Builder
+
     opts.selected()  # bad --layers/--until fail before anything else
     unpacked = None
     if bundle is not None:
@@ -250,6 +273,8 @@ def build(
         opts.budgets = budgets.load(matrix_path.parent / budgets.FILE)
     opts.dirs.check()
     check_ca_cert(opts.network.ca_cert)
+    if not opts.dry_run:
+        _client(False)  # a missing buildx plugin is said now, not after gigabytes of downloads
     if unpacked is not None and unpacked.base_image and not opts.dry_run:
         # verified above; the OS package folder belongs to this image (its ID), so it comes first
         bundles.load_image(_driver(False, verbose), target.base_image, unpacked.base_image)
@@ -285,6 +310,7 @@ def publish(
     from this engine: the two halves may come from two machines.
     """
     from . import registry as registries
+    from . import render as rendering
 
     ref = registries.parse_registry(registry, "--registry")
     matrix = load_matrix(matrix_path)
@@ -329,6 +355,10 @@ def fetch(
     The OS packages of the layers are collected into ``packages/os/<os>-<arch>/`` in a container of
     the target's OS base image (``apt_mirror``: instead of the mirror its sources name).
     """
+    from . import render as rendering
+    from .build import Builder, BuildOptions
+    from .inputs import fetch as fetch_inputs
+
     target = resolve(load_matrix(matrix_path), **target_choices)  # type: ignore[arg-type]
     dirs.check()
     check_ca_cert(ca_cert)
@@ -400,6 +430,8 @@ def check_ca_cert(ca_cert: Path | None) -> None:
 
 def base_image(os_name: str, arch: str | None, mirror: str | None, force: bool) -> str:
     """``invoke base-image``: an OS base image from a Debian mirror, for hosts without a registry."""
+    from .baseimage import BaseImageError, build_base_image
+
     try:
         return build_base_image(os_name, arch, mirror, force=force)
     except BaseImageError as err:
@@ -419,6 +451,7 @@ def verify(
     log_dir: Path | None = None,
 ) -> int:
     """``invoke verify``: run the image's checks, print one line per check and a verdict; the exit code."""
+    from . import render as rendering
     from . import verify as verifying
 
     if lock_dir is not None:

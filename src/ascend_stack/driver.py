@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,21 +41,44 @@ class BuildKitClient:
 
 
 def _client_version(path: str) -> str:
+    """The CLI's own version; it prints it even when no engine answers (and then exits 1)."""
     out = subprocess.run(
         [path, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=30
     )
     return out.stdout.strip()
 
 
+def docker_clis(search_path: str | None = None) -> list[str]:
+    """Every executable ``docker`` on PATH, in PATH order: Debian's docker.io puts a 20.10 client at
+    /usr/bin/docker, which a newer one earlier on PATH (say /usr/local/bin) hides from ``which``."""
+    found: dict[str, str] = {}  # real file -> first path naming it (/bin is often a link to /usr/bin)
+    for folder in (search_path if search_path is not None else os.environ.get("PATH", "")).split(os.pathsep):
+        path = os.path.join(folder or ".", "docker")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            found.setdefault(os.path.realpath(path), path)
+    return list(found.values())
+
+
+NO_DOCKER = (
+    "no docker client that can build with BuildKit: no docker command on PATH; install Docker Engine 23+ with "
+    "its buildx plugin (Docker's packages docker-ce, docker-ce-cli, docker-buildx-plugin) or Debian/Ubuntu's "
+    "docker.io (bash scripts/docker-engine.sh does that and starts the engine)"
+)
+NO_BUILDX = (
+    "no docker client that can build with BuildKit: {clients} no buildx plugin, which Docker 23 and later need; "
+    "install it: docker-buildx-plugin from Docker's repository, docker-buildx from Debian 13+/Ubuntu 24.04+, "
+    "or a github.com/docker/buildx release saved as ~/.docker/cli-plugins/docker-buildx"
+)
+
+
 def find_buildkit_client(candidates: Sequence[str] | None = None) -> BuildKitClient:
     """Prefer ``docker buildx``; else a docker client older than 23, whose BuildKit is built in.
 
-    Docker 23+ without the buildx plugin refuses ``DOCKER_BUILDKIT=1``; Debian's docker.io (20.10)
-    installs such an older client at /usr/bin/docker.
+    ``candidates`` defaults to every ``docker`` on PATH (:func:`docker_clis`). Docker 23+ without the
+    buildx plugin refuses ``DOCKER_BUILDKIT=1``; Debian's docker.io (20.10) is such an older client.
+    Raises :class:`UserError`, one line saying what to install, when none can build.
     """
-    paths = (
-        list(candidates) if candidates is not None else [p for p in (shutil.which("docker"), "/usr/bin/docker") if p]
-    )
+    paths = list(candidates) if candidates is not None else docker_clis()
     tried = []
     for path in dict.fromkeys(paths):
         if not os.access(path, os.X_OK):
@@ -68,12 +90,15 @@ def find_buildkit_client(candidates: Sequence[str] | None = None) -> BuildKitCli
         major = version.split(".", 1)[0]
         if major.isdigit() and int(major) < 23:
             return BuildKitClient(path, "builtin", version, f"{path} is docker {version}: BuildKit built in")
-        tried.append(f"{path} ({version or 'no version'}, no buildx)")
-    raise UserError(
-        "no docker client that can build with BuildKit: "
-        + (", ".join(tried) or "docker not found")
-        + "; install the buildx plugin or run scripts/docker-engine.sh"
-    )
+        tried.append(f"docker {version or '(version unknown)'} at {path}")
+    if not tried:
+        raise UserError(NO_DOCKER)
+    has = " has" if len(tried) == 1 else " have"
+    raise UserError(NO_BUILDX.format(clients=" and ".join(tried) + has))
+
+
+#: What a dry run without a usable client shows its plan with: the command a Docker 23+ user runs.
+ASSUMED_CLIENT = BuildKitClient("docker", "buildx", "", "no docker client that can build here: assuming docker buildx")
 
 
 @dataclass

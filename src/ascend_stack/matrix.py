@@ -354,7 +354,11 @@ def parse_matrix(raw: Any, source: str = "matrix.yaml") -> Matrix:
     return matrix
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it: every task reads matrix.yaml, and the pure-Python one takes 5x longer.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class UniqueKeyLoader(_SafeLoader):  # type: ignore[misc]
     """``yaml.safe_load`` that refuses a key given twice (YAML itself keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:

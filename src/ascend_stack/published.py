@@ -68,7 +68,7 @@ class Published:
 def load(path: Path = PUBLISHED) -> Published:
     """published.yaml; an absent file is empty (nothing published is known), a broken one an error."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except FileNotFoundError:
         return Published()
     except yaml.YAMLError as exc:
