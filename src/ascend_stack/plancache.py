@@ -31,11 +31,15 @@ from typing import Any
 SCHEMA = 1
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = REPO / "build" / ".noop"
+# Environment the library or the Docker client reads: another engine, client or proxy is another build.
+ENV_PREFIXES = ("DOCKER_", "BUILDKIT", "ASCEND", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "PIP_")
+SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache", "build", "dist"}
 
 
 def key(options: Mapping[str, object]) -> str:
     """What makes two ``invoke build`` commands the same: their options, the directory, the engine."""
-    data = {"schema": SCHEMA, "options": dict(options), "cwd": os.getcwd(), "docker_host": os.environ.get("DOCKER_HOST")}
+    env = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIXES)}
+    data = {"schema": SCHEMA, "options": dict(options), "cwd": os.getcwd(), "env": env}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -47,6 +51,20 @@ def _signature(path: Path) -> list[int] | None:
     except OSError:
         return None
     return [1 if path.is_dir() else 0, st.st_size if not path.is_dir() else 0, st.st_mtime_ns, st.st_ino]
+
+
+def tree(root: Path) -> list[Path]:
+    """``root`` and every file and folder under it (caches and build output left out)."""
+    found = [root]
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        found += [Path(folder, d) for d in dirs] + [Path(folder, f) for f in files if not f.endswith(".pyc")]
+    return found
+
+
+def git_refs(mirror: Path) -> list[Path]:
+    """What names a bare mirror's commits: HEAD, packed-refs and refs/ (a moved branch rewrites one of them)."""
+    return [mirror, mirror / "HEAD", mirror / "packed-refs", *tree(mirror / "refs")]
 
 
 def save(build_key: str, paths: Iterable[Path], images: Mapping[str, str], summary: list[str]) -> None:
