@@ -116,3 +116,12 @@ def test_the_sweep_reports_each_point_and_the_slope_per_gb(bench: Any) -> None:
         "| **slope, per GB of installers** | 13.3 s | 26.7 s | 1.00 GB | 2.00 GB | 0 B | 1.00 GB |"
     )
     assert "load average (1 min) 1.0 to 1.5" in text
+
+
+def test_the_pull_cost_is_measured_by_default_but_not_in_a_sweep(bench: Any) -> None:
+    assert bench.parse_args([]).pull_cost is True
+    assert bench.parse_args(["--no-pull-cost"]).pull_cost is False
+    sweep = bench.parse_args(["--sweep", "2000,250,1000,250"])
+    assert (sweep.sweep, sweep.pull_cost) == ([250, 1000, 2000], False)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sweep", "250", "--pull-cost"])
