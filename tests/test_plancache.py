@@ -103,6 +103,9 @@ def test_a_new_commit_on_a_mirror_changes_its_refs(tmp_path: Path) -> None:
     git("push", "-q", str(tmp_path / "mirror.git"), "main", cwd=tmp_path / "work")
     after = {str(p): plancache._signature(p) for p in plancache.git_refs(tmp_path / "mirror.git")}
     assert before != after
+    clone = {str(p): plancache._signature(p) for p in plancache.git_refs(tmp_path / "work")}  # not bare
+    git("commit", "-q", "--allow-empty", "-m", "three", cwd=tmp_path / "work")
+    assert clone != {str(p): plancache._signature(p) for p in plancache.git_refs(tmp_path / "work")}
 
 
 def test_the_recorded_summary_is_what_a_no_op_prints() -> None:

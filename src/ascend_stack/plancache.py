@@ -62,9 +62,11 @@ def tree(root: Path) -> list[Path]:
     return found
 
 
-def git_refs(mirror: Path) -> list[Path]:
-    """What names a bare mirror's commits: HEAD, packed-refs and refs/ (a moved branch rewrites one of them)."""
-    return [mirror, mirror / "HEAD", mirror / "packed-refs", *tree(mirror / "refs")]
+def git_refs(repo: Path) -> list[Path]:
+    """What names a repository's commits, bare or a clone: HEAD, packed-refs and refs/ (a moved branch
+    rewrites one of them)."""
+    git = repo / ".git" if (repo / ".git").is_dir() else repo
+    return [repo, git / "HEAD", git / "packed-refs", *tree(git / "refs")]
 
 
 def save(build_key: str, paths: Iterable[Path], images: Mapping[str, str], summary: list[str]) -> None:
