@@ -1212,11 +1212,39 @@ class SweepPoint:
     load: tuple[float, float]
 
 
+# What one sweep point needs on disk, per byte of installers (I): the stand-ins (I), their copies in
+# BuildKit's context store for ours and for naive (2 I), ours' installed CANN (I), naive's installed
+# CANN and its COPY layer (2 I); plus both images' other layers (torch, MindSpeed-LLM's requirements...).
+# BuildKit keeps the context copies and the exported layers in its build cache after the images go,
+# and this script never prunes it, so the points add up. An estimate: each point notes what the
+# build cache really grew by.
+DISK_PER_INSTALLER_BYTE = 6
+DISK_PER_POINT = 6 * 10**9
+
+
+def disk_check(run: Run, payloads: list[int]) -> None:
+    """Stop before a sweep that would fill the disk Docker and the temp root share (a shared machine)."""
+    root = Path(run.docker.info().get("DockerRootDir") or "/var/lib/docker")
+    folders = {root, run.root} if root.exists() else {run.root}
+    need = sum(DISK_PER_INSTALLER_BYTE * 3 * mb * MB + DISK_PER_POINT for mb in payloads)
+    for folder in folders:
+        free = shutil.disk_usage(folder).free
+        note(f"sweep: about {fmt_bytes(need)} of disk needed, {fmt_bytes(free)} free under {folder}")
+        if free < need:
+            raise BenchError(
+                f"--sweep {','.join(map(str, payloads))} needs about {fmt_bytes(need)} of disk and {folder} has "
+                f"{fmt_bytes(free)} free: sweep fewer or smaller payloads, or free space first (BuildKit's build "
+                "cache: `docker system df`; `docker builder prune` when nobody else on the engine needs it)"
+            )
+
+
 def sweep(run: Run) -> list[SweepPoint]:
     """Cold builds of both at each payload; each point's images are removed before the next (disk)."""
+    disk_check(run, run.args.sweep)
     points = []
     for mb in run.args.sweep:
         root = run.root / f"sweep-{mb}"
+        cache_before = build_cache_bytes(run.docker)
         inp = prepare(run, root, mb, f"{run.args.seed}-{mb}")
         load_start = os.getloadavg()[0]
         with secret_files(inp.opts.network) as secrets_:
@@ -1234,6 +1262,10 @@ def sweep(run: Run) -> list[SweepPoint]:
         if not run.args.keep:
             remove_images(run)
             shutil.rmtree(root, ignore_errors=True)
+        cache_after = build_cache_bytes(run.docker)
+        if cache_before is not None and cache_after is not None:
+            note(f"sweep {mb} MB: BuildKit's build cache grew by {fmt_bytes(cache_after - cache_before)} "
+                 f"({fmt_bytes(3 * mb * MB)} of installers)")  # fmt: skip
     return points
 
 
