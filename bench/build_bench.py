@@ -696,6 +696,7 @@ class Measured:
     commands: dict[str, list[str]]  # side -> what made each layer of its final image
     new_layers: dict[str, tuple[int, int]]  # side -> (new, total) image layers after the ref change
     load: tuple[float, float]  # the host's 1-minute load average when the builds started and ended
+    cold_load: tuple[float, float, float]  # ... before ours' cold build, between it and naive's, after naive's
     whole: WholeCommand  # ours: the whole `invoke build` command, no-op
     pull: dict[str, Pulled] | None = None  # side -> what a node pulls after the ref change (--pull-cost)
     bundled: Bundled | None = None  # --bundle
@@ -730,8 +731,10 @@ def table(m: Measured) -> str:
         ("---", "---", "---", "---"),
         (
             "cold build (`--no-cache`, payload new to this run)",
-            f"{fmt_secs(oc.seconds)} ({oc.builds} docker builds for {len(oc.results)} layers)",
-            f"{fmt_secs(nc.seconds)} (1 docker build, {nc.steps.total} steps)",
+            f"{fmt_secs(oc.seconds)} ({oc.builds} docker builds for {len(oc.results)} layers; "
+            f"load {m.cold_load[0]:.1f} to {m.cold_load[1]:.1f})",
+            f"{fmt_secs(nc.seconds)} (1 docker build, {nc.steps.total} steps; "
+            f"load {m.cold_load[1]:.1f} to {m.cold_load[2]:.1f})",
             ratio(oc.seconds, nc.seconds),
         ),
         (
@@ -935,7 +938,9 @@ def measure(run: Run) -> Measured:
     with secret_files(opts.network) as secrets_:
         note("ours: cold build ...")
         ours_cold = build_ours(target, replace(opts, no_cache=True), run.client, run.docker, run.created)
+        load_between = os.getloadavg()[0]
         naive_cold = naive_build(run, inp, secrets_, "cold", "naive/cold", no_cache=True)
+        cold_load = (load_start, load_between, os.getloadavg()[0])
 
         note("ours: no-op rebuild ...")
         ours_noop = build_ours(target, opts, run.client, run.docker, run.created)
@@ -971,7 +976,8 @@ def measure(run: Run) -> Measured:
     bundled = bundle_figures(run, inp) if run.args.bundle else None
     return Measured(
         run.args.seed, run.args.payload_mb * MB, target, run.client, ours_cold, ours_noop, ours_change,
-        naive_cold, naive_noops, naive_change, sizes, waste, commands, new_layers, load, whole, pull, bundled,
+        naive_cold, naive_noops, naive_change, sizes, waste, commands, new_layers, load, cold_load, whole, pull,
+        bundled,
     )  # fmt: skip
 
 

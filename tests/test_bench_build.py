@@ -125,3 +125,38 @@ def test_the_pull_cost_is_measured_by_default_but_not_in_a_sweep(bench: Any) -> 
     assert (sweep.sweep, sweep.pull_cost) == ([250, 1000, 2000], False)
     with pytest.raises(SystemExit):
         bench.parse_args(["--sweep", "250", "--pull-cost"])
+
+
+def test_the_table_gives_each_target_its_verdict(bench: Any) -> None:
+    from types import SimpleNamespace as NS
+
+    def ours(seconds: float, statuses: list[str], builds: int) -> Any:
+        names = ["base", "cann", "pta", "mindspeed", "runtime"]
+        results = [NS(name=n, status=s, image_id=f"sha256:{n}") for n, s in zip(names, statuses, strict=True)]
+        return bench.Ours(seconds, results, builds)
+
+    def naive(seconds: float, total: int, rerun: int) -> Any:
+        steps = bench.Steps(total, [(i, total, "COPY sources/mindspeed-llm /opt/MindSpeed-LLM") for i in range(rerun)])
+        return bench.NaiveBuild(seconds, "sha256:n", steps)
+
+    target = NS(cann="8.2.RC1", torch="2.13.0", torch_npu="2.13.0", row=NS(mindspeed_llm=NS(release="2.1.0")),
+                os_name="debian-bookworm", python="3.11", arch="x86_64")  # fmt: skip
+    report = bench.WasteReport(layers=["sha256:a"], layer_bytes=[2_400_000_000])
+    m = bench.Measured(
+        "seed", 250 * bench.MB, target, NS(version="20.10.24"),
+        ours(100.0, ["built"] * 5, 7), ours(0.3, ["up to date"] * 5, 0),
+        ours(4.0, ["up to date"] * 3 + ["built"] * 2, 2),
+        naive(120.0, 26, 26), [naive(0.3, 26, 0)] * 5, naive(40.0, 26, 6),
+        {"ours": 2_400_000_000, "naive": 3_800_000_000}, {"ours": report, "naive": report},
+        {"ours": [], "naive": []}, {"ours": (5, 18), "naive": (5, 27)}, (1.0, 1.2), (1.0, 1.1, 1.2),
+        bench.WholeCommand([0.3, 0.25, 0.6, 0.28, 0.31], [0] * 5, 1.9, 0),
+    )  # fmt: skip
+    rows = {line.split(" | ")[0]: line for line in bench.table(m).splitlines() if line.startswith("| ")}
+    assert "**met** (0.83 x)" in rows["| cold build (`--no-cache`, payload new to this run)"]
+    assert "load 1.0 to 1.1" in rows["| cold build (`--no-cache`, payload new to this run)"]
+    whole = rows["| no-op rebuild, the whole command (median of 5)"]
+    assert "`invoke build`: 0.30 s" in whole and "**met**" in whole
+    change = rows["| rebuild after a MindSpeed-LLM ref change"]
+    assert "rebuilt mindspeed, runtime (2 docker builds)" in change and "**met** (0.10 x)" in change
+    m.whole = bench.WholeCommand([0.3] * 5, [0, 0, 1, 0, 0], 1.9, 0)  # one run built: the target is missed
+    assert "**missed**" in next(line for line in bench.table(m).splitlines() if "the whole command" in line)
