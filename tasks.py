@@ -171,7 +171,7 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
     """Build the image chain of one matrix target through BuildKit; unchanged layers are reused.
     Each layer's size is reported against budgets.yaml; one past 120 % of its budget fails the build."""
     record = None
-    if not (dry_run or no_cache or push or bundle):  # the no-op fast path (ascend_stack/plancache.py)
+    if not (dry_run or no_cache or push or bundle or verbose):  # the no-op fast path (ascend_stack/plancache.py)
         from ascend_stack import plancache
 
         options = {k: v for k, v in locals().items() if k not in ("c", "plancache", "record")}
