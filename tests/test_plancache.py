@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,22 @@ def test_the_recorded_summary_is_what_a_no_op_prints() -> None:
     assert first[0] == "img:t: 1 layer(s) built, 2 docker build call(s)"
     assert again[0] == "img:t: 0 layer(s) built, 0 docker build call(s)"
     assert "built" not in again[2] and "up to date" in again[2] and "0.0s" in again[2]
+
+
+def test_the_fast_path_imports_neither_the_builder_nor_its_libraries() -> None:
+    """What makes the no-op command fast: a replay loads no Jinja2, pydantic or Docker SDK."""
+    script = (
+        "import sys, invoke, tasks\n"
+        "from ascend_stack import plancache\n"
+        "plancache.replay = lambda key, out=None: True\n"
+        "tasks.build(invoke.Context(), cann='test')\n"
+        "print(sorted(m for m in ('ascend_stack.build', 'ascend_stack.render', 'jinja2', 'pydantic', 'docker')"
+        " if m in sys.modules))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
