@@ -130,6 +130,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --sweep: the plot to write (default bench/payload-sweep.png)",
     )
     parser.add_argument(
+        "--prune-cache",
+        action="store_true",
+        help="with --sweep: `docker builder prune` after each point, so the points' build caches do not add up on "
+        "disk; it removes the engine's WHOLE unused build cache, other users' too: only where nobody else builds",
+    )
+    parser.add_argument(
         "--table",
         type=Path,
         metavar="MD",
@@ -151,6 +157,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--sweep measures cold builds only: run --pull-cost / --bundle on their own")
     if args.pull_cost is None:
         args.pull_cost = args.sweep is None
+    if args.prune_cache and args.sweep is None:
+        parser.error("--prune-cache goes with --sweep")
     args.plot, args.table = args.plot.resolve(), args.table.resolve()
     args.seed = (args.seed or secrets.token_hex(4)).lower()
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,31}", args.seed):
@@ -1232,15 +1240,16 @@ def disk_check(run: Run, payloads: list[int]) -> None:
     """Stop before a sweep that would fill the disk Docker and the temp root share (a shared machine)."""
     root = Path(run.docker.info().get("DockerRootDir") or "/var/lib/docker")
     folders = {root, run.root} if root.exists() else {run.root}
-    need = sum(DISK_PER_INSTALLER_BYTE * 3 * mb * MB + DISK_PER_POINT for mb in payloads)
+    per_point = [DISK_PER_INSTALLER_BYTE * 3 * mb * MB + DISK_PER_POINT for mb in payloads]
+    need = max(per_point) if run.args.prune_cache else sum(per_point)
     for folder in folders:
         free = shutil.disk_usage(folder).free
         note(f"sweep: about {fmt_bytes(need)} of disk needed, {fmt_bytes(free)} free under {folder}")
         if free < need:
             raise BenchError(
                 f"--sweep {','.join(map(str, payloads))} needs about {fmt_bytes(need)} of disk and {folder} has "
-                f"{fmt_bytes(free)} free: sweep fewer or smaller payloads, or free space first (BuildKit's build "
-                "cache: `docker system df`; `docker builder prune` when nobody else on the engine needs it)"
+                f"{fmt_bytes(free)} free: sweep fewer or smaller payloads, free space first (BuildKit's build "
+                "cache: `docker system df`), or --prune-cache where nobody else builds on the engine"
             )
 
 
@@ -1272,6 +1281,9 @@ def sweep(run: Run) -> list[SweepPoint]:
         if cache_before is not None and cache_after is not None:
             note(f"sweep {mb} MB: BuildKit's build cache grew by {fmt_bytes(cache_after - cache_before)} "
                  f"({fmt_bytes(3 * mb * MB)} of installers)")  # fmt: skip
+        if run.args.prune_cache:
+            note(f"sweep {mb} MB: --prune-cache: docker builder prune ...")
+            subprocess.run([run.client.path, "builder", "prune", "--force"], check=True, stdout=sys.stderr)
     return points
 
 

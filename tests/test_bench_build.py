@@ -125,6 +125,8 @@ def test_the_pull_cost_is_measured_by_default_but_not_in_a_sweep(bench: Any) -> 
     assert (sweep.sweep, sweep.pull_cost) == ([250, 1000, 2000], False)
     with pytest.raises(SystemExit):
         bench.parse_args(["--sweep", "250", "--pull-cost"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--prune-cache"])  # it goes with --sweep only
 
 
 def test_the_table_gives_each_target_its_verdict(bench: Any) -> None:
