@@ -256,3 +256,48 @@ def test_context_paths_are_what_the_dockerfile_reads_from_its_context() -> None:
         context_paths("FROM x AS a\nCOPY --from=a /dist /dist\nRUN --mount=type=bind,from=a,source=/d,target=/d true\n")
         == []
     )
+
+
+class _Container:
+    """What Driver.run_capture asks of a docker SDK container; ``start`` fails as an engine without its
+    bridge does, or the command exits ``status``."""
+
+    def __init__(self, start_error: Exception | None, status: int) -> None:
+        self.start_error, self.status, self.removed = start_error, status, False
+
+    def start(self) -> None:
+        if self.start_error:
+            raise self.start_error
+
+    def wait(self) -> dict:
+        return {"StatusCode": self.status}
+
+    def logs(self, stdout: bool, stderr: bool) -> bytes:
+        return b'{"PATH": "/x"}' if stdout else b"capture-env.py: no set_env.sh"
+
+    def remove(self, force: bool) -> None:
+        self.removed = force
+
+
+@pytest.mark.parametrize("start_error,status", [(None, 0), (None, 3), ("no bridge", 0)])
+def test_the_capture_container_has_no_network_and_never_outlives_the_call(start_error, status) -> None:
+    import docker.errors
+
+    from ascend_stack.driver import BuildFailed, Driver
+
+    error = docker.errors.APIError("500", explanation="could not find bridge docker0") if start_error else None
+    container, created = _Container(error, status), {}
+
+    class Containers:
+        def create(self, image: str, command: list[str], **kwargs: object) -> _Container:
+            created.update(kwargs)
+            return container
+
+    driver = Driver(None, type("Docker", (), {"containers": Containers()})())  # type: ignore[arg-type]
+    argv = ["python", "/mnt/ctx/capture-env.py"]
+    if start_error or status:
+        with pytest.raises(BuildFailed, match="could not find bridge docker0" if start_error else r"exit 3\): capture"):
+            driver.run_capture("img:install", argv, {Path("/ctx"): "/mnt/ctx"}, "linux/amd64")
+    else:
+        assert driver.run_capture("img:install", argv, {Path("/ctx"): "/mnt/ctx"}, "linux/amd64") == '{"PATH": "/x"}'
+    assert created["network_mode"] == "none" and container.removed
