@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """Build benchmark: ascend-llm-stack's layered chain vs a naive single Dockerfile, for the test row.
 
-    python bench/build_bench.py [--payload-mb N] [--seed S] [--keep]
+    python bench/build_bench.py [--payload-mb N] [--no-pull-cost] [--bundle] [--seed S] [--keep]
+    python bench/build_bench.py --sweep 250,1000,2000 [--prune-cache] [--plot PNG] [--table MD]
 
 One run builds the hidden ``test`` matrix row (x86_64) into a fresh temp root, twice over: through
 ``ascend_stack.build.Builder`` and as the naive single Dockerfile ``bench/naive.Dockerfile.j2``. It
-prints one Markdown table to stdout (progress and BuildKit logs go to stderr):
+prints Markdown tables to stdout (progress and BuildKit logs go to stderr):
 
 1. cold build time: ``--no-cache`` for both, and stand-in installers whose payload is unique to this
-   run, so no layer can come from an earlier run's BuildKit cache;
-2. no-op rebuild: time and ``docker build`` calls (``Driver.builds`` for ours, which must be 0; one
-   fully cached ``docker build`` for the naive Dockerfile);
+   run, so no layer can come from an earlier run's BuildKit cache; then where that time went, per
+   layer (context transfer, RUN and COPY steps, export, the rest), from the BuildKit logs;
+2. no-op rebuild: in process (``Driver.builds``, which must be 0), and the whole ``invoke build``
+   command in a new process, median of 5 (the docker builds it reports must be 0); one fully
+   cached ``docker build`` for the naive Dockerfile;
 3. rebuild after a MindSpeed-LLM ref change (a new commit on the stand-in, as
    tests/test_build_integration.py does) and what rebuilt;
-4. final image size (``docker image inspect`` Size);
-5. wasted bytes (ascend_stack/wasted.py, from ``docker save``) and their share of the image.
+4. what a node pulls from a registry after that change (both images pushed to a local registry);
+5. final image size (``docker image inspect`` Size);
+6. wasted bytes (ascend_stack/wasted.py, over the ``docker save`` stream) and their share of the image.
+
+``--sweep`` instead builds both cold at each payload and reports time, size and waste with their
+slope per GB of installers, as a table (also written to bench/payload-sweep.md) and a plot.
 
 Inputs: the CANN installers and the git repositories are the stand-ins of tests/fakes (test fixtures,
 not Huawei's or upstream code); torch comes from the local wheelhouse /opt/wheels, torch_npu and every
