@@ -111,6 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--seed", help="makes the payload unique to this run (default: a fresh random one)")
     parser.add_argument("--keep", action="store_true", help="keep the temp root and the images this run tagged")
+    parser.add_argument("--naive-first", action="store_true",
+                        help="build the naive Dockerfile cold before ours (default: ours first), to see what the "
+                             "order costs: the first build meets cold mirrors and page cache")  # fmt: skip
     parser.add_argument("--pull-cost", action=argparse.BooleanOptionalAction, default=None,
                         help="push both images, before and after the ref change, to a local registry "
                              "(tests/local_registry.py) and report what a node must pull (default: on, "
@@ -711,7 +714,8 @@ class Measured:
     commands: dict[str, list[str]]  # side -> what made each layer of its final image
     new_layers: dict[str, tuple[int, int]]  # side -> (new, total) image layers after the ref change
     load: tuple[float, float]  # the host's 1-minute load average when the builds started and ended
-    cold_load: tuple[float, float, float]  # ... before ours' cold build, between it and naive's, after naive's
+    cold_load: dict[str, tuple[float, float]]  # side -> ... before and after its cold build
+    naive_first: bool  # --naive-first
     whole: WholeCommand  # ours: the whole `invoke build` command, no-op
     pull: dict[str, Pulled] | None = None  # side -> what a node pulls after the ref change (--pull-cost)
     bundled: Bundled | None = None  # --bundle
@@ -747,9 +751,10 @@ def table(m: Measured) -> str:
         (
             "cold build (`--no-cache`, payload new to this run)",
             f"{fmt_secs(oc.seconds)} ({oc.builds} docker builds for {len(oc.results)} layers; "
-            f"load {m.cold_load[0]:.1f} to {m.cold_load[1]:.1f})",
+            f"load {m.cold_load['ours'][0]:.1f} to {m.cold_load['ours'][1]:.1f}"
+            f"{', built second' if m.naive_first else ', built first'})",
             f"{fmt_secs(nc.seconds)} (1 docker build, {nc.steps.total} steps; "
-            f"load {m.cold_load[1]:.1f} to {m.cold_load[2]:.1f})",
+            f"load {m.cold_load['naive'][0]:.1f} to {m.cold_load['naive'][1]:.1f})",
             ratio(oc.seconds, nc.seconds),
         ),
         (
@@ -952,10 +957,14 @@ def measure(run: Run) -> Measured:
     load_start = os.getloadavg()[0]
     with secret_files(opts.network) as secrets_:
         note("ours: cold build ...")
-        ours_cold = build_ours(target, replace(opts, no_cache=True), run.client, run.docker, run.created)
-        load_between = os.getloadavg()[0]
-        naive_cold = naive_build(run, inp, secrets_, "cold", "naive/cold", no_cache=True)
-        cold_load = (load_start, load_between, os.getloadavg()[0])
+        loads = {}
+        for side in ("naive", "ours") if run.args.naive_first else ("ours", "naive"):
+            before = os.getloadavg()[0]
+            if side == "ours":
+                ours_cold = build_ours(target, replace(opts, no_cache=True), run.client, run.docker, run.created)
+            else:
+                naive_cold = naive_build(run, inp, secrets_, "cold", "naive/cold", no_cache=True)
+            loads[side] = (before, os.getloadavg()[0])
 
         note("ours: no-op rebuild ...")
         ours_noop = build_ours(target, opts, run.client, run.docker, run.created)
@@ -991,8 +1000,8 @@ def measure(run: Run) -> Measured:
     bundled = bundle_figures(run, inp) if run.args.bundle else None
     return Measured(
         run.args.seed, run.args.payload_mb * MB, target, run.client, ours_cold, ours_noop, ours_change,
-        naive_cold, naive_noops, naive_change, sizes, waste, commands, new_layers, load, cold_load, whole, pull,
-        bundled,
+        naive_cold, naive_noops, naive_change, sizes, waste, commands, new_layers, load, loads, run.args.naive_first,
+        whole, pull, bundled,
     )  # fmt: skip
 
 

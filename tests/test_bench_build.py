@@ -150,12 +150,13 @@ def test_the_table_gives_each_target_its_verdict(bench: Any) -> None:
         ours(4.0, ["up to date"] * 3 + ["built"] * 2, 2),
         naive(120.0, 26, 26), [naive(0.3, 26, 0)] * 5, naive(40.0, 26, 6),
         {"ours": 2_400_000_000, "naive": 3_800_000_000}, {"ours": report, "naive": report},
-        {"ours": [], "naive": []}, {"ours": (5, 18), "naive": (5, 27)}, (1.0, 1.2), (1.0, 1.1, 1.2),
+        {"ours": [], "naive": []}, {"ours": (5, 18), "naive": (5, 27)}, (1.0, 1.2),
+        {"ours": (1.0, 1.1), "naive": (1.1, 1.2)}, False,
         bench.WholeCommand([0.3, 0.25, 0.6, 0.28, 0.31], [0] * 5, 1.9, 0),
     )  # fmt: skip
     rows = {line.split(" | ")[0]: line for line in bench.table(m).splitlines() if line.startswith("| ")}
     assert "**met** (0.83 x)" in rows["| cold build (`--no-cache`, payload new to this run)"]
-    assert "load 1.0 to 1.1" in rows["| cold build (`--no-cache`, payload new to this run)"]
+    assert "load 1.0 to 1.1, built first" in rows["| cold build (`--no-cache`, payload new to this run)"]
     whole = rows["| no-op rebuild, the whole command (median of 5)"]
     assert "`invoke build`: 0.30 s" in whole and "**met**" in whole
     change = rows["| rebuild after a MindSpeed-LLM ref change"]
