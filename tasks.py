@@ -170,6 +170,14 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
           network="host", verbose=False, uid=None, gid=None, bundle=None):  # fmt: skip
     """Build the image chain of one matrix target through BuildKit; unchanged layers are reused.
     Each layer's size is reported against budgets.yaml; one past 120 % of its budget fails the build."""
+    record = None
+    if not (dry_run or no_cache or push or bundle or verbose):  # the no-op fast path (ascend_stack/plancache.py)
+        from ascend_stack import plancache
+
+        options = {k: v for k, v in locals().items() if k not in ("c", "plancache", "record")}
+        record = plancache.key(options)
+        if plancache.replay(record):
+            return
     from ascend_stack import commands
     from ascend_stack.build import BuildOptions, NetworkOptions
 
@@ -188,7 +196,7 @@ def build(c, cann=None, torch=None, arch=None, os=None, chip=None, matrix=None, 
     def go():
         opts.user = _user(uid, gid)
         return commands.build(choices, opts, _matrix_path(matrix), verbose=verbose,
-                              bundle=Path(bundle) if bundle else None)  # fmt: skip
+                              bundle=Path(bundle) if bundle else None, record=record)  # fmt: skip
 
     _run(go)
 

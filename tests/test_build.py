@@ -212,3 +212,92 @@ def test_a_build_refuses_an_nvidia_apex_that_apex_build_sh_does_not_name(tmp_pat
     with pytest.raises(UserError) as info:
         check_apex_pair(resolved)
     assert f"but the build has {moved}: set nvidia_apex.commit" in str(info.value)
+
+
+def test_a_layers_wheelhouse_holds_only_what_its_lock_pins(tmp_path: Path) -> None:
+    """A build context is sent to BuildKit whole: torch's wheels stay out of the layers that do not install them."""
+    from ascend_stack.build import locked_files
+
+    first, second = tmp_path / "user", tmp_path / "project"
+    torch = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    others = [
+        "numpy-1.26.4.tar.gz",
+        "Jinja2-3.1.6-py3-none-any.whl",
+        "not-a-wheel.whl",
+        "six-1.17.0-py2.py3-none-any.whl",
+    ]
+    for house, names in ((first, [torch, "README"]), (second, [torch, *others])):
+        house.mkdir()
+        for name in names:
+            (house / name).write_text(name)
+
+    def lock(*pins: str) -> str:
+        return "".join(f"{pin} \\\n    --hash=sha256:{i:064x}\n" for i, pin in enumerate(pins))
+
+    pta, base = lock("torch==2.13.0+cpu", "jinja2==3.1.6"), lock("numpy==1.26.4", "six==1.16.0")
+    assert locked_files([pta], [first, second]) == [first / torch, second / "Jinja2-3.1.6-py3-none-any.whl"]
+    assert locked_files([base], [first, second]) == [second / "numpy-1.26.4.tar.gz"]  # six: another version
+    assert locked_files(["# locked: no new packages in this layer\n"], [first, second]) == []
+
+
+def test_context_paths_are_what_the_dockerfile_reads_from_its_context() -> None:
+    from ascend_stack.build import context_paths
+
+    m = load_matrix(REPO / "matrix.yaml")
+    plan, files = render.plan(resolve(m, "test", arch="x86_64"))
+    paths = {layer.name: context_paths(files[layer.dockerfile]) for layer in plan.layers}
+    assert paths["cann"] == ["packages"]
+    assert {"wheelhouse", "requirements.lock", "apex-build.lock", "sources/apex", "sources/nvidia-apex"} <= set(
+        paths["pta"]
+    )
+    assert {"sources/mindspeed", "sources/mindspeed-llm", "stack.json"} <= set(paths["mindspeed"])
+    assert paths["runtime"] == ["entrypoints"]
+    assert (
+        context_paths("FROM x AS a\nCOPY --from=a /dist /dist\nRUN --mount=type=bind,from=a,source=/d,target=/d true\n")
+        == []
+    )
+
+
+class _Container:
+    """What Driver.run_capture asks of a docker SDK container; ``start`` fails as an engine without its
+    bridge does, or the command exits ``status``."""
+
+    def __init__(self, start_error: Exception | None, status: int) -> None:
+        self.start_error, self.status, self.removed = start_error, status, False
+
+    def start(self) -> None:
+        if self.start_error:
+            raise self.start_error
+
+    def wait(self) -> dict:
+        return {"StatusCode": self.status}
+
+    def logs(self, stdout: bool, stderr: bool) -> bytes:
+        return b'{"PATH": "/x"}' if stdout else b"capture-env.py: no set_env.sh"
+
+    def remove(self, force: bool) -> None:
+        self.removed = force
+
+
+@pytest.mark.parametrize("start_error,status", [(None, 0), (None, 3), ("no bridge", 0)])
+def test_the_capture_container_has_no_network_and_never_outlives_the_call(start_error, status) -> None:
+    import docker.errors
+
+    from ascend_stack.driver import BuildFailed, Driver
+
+    error = docker.errors.APIError("500", explanation="could not find bridge docker0") if start_error else None
+    container, created = _Container(error, status), {}
+
+    class Containers:
+        def create(self, image: str, command: list[str], **kwargs: object) -> _Container:
+            created.update(kwargs)
+            return container
+
+    driver = Driver(None, type("Docker", (), {"containers": Containers()})())  # type: ignore[arg-type]
+    argv = ["python", "/mnt/ctx/capture-env.py"]
+    if start_error or status:
+        with pytest.raises(BuildFailed, match="could not find bridge docker0" if start_error else r"exit 3\): capture"):
+            driver.run_capture("img:install", argv, {Path("/ctx"): "/mnt/ctx"}, "linux/amd64")
+    else:
+        assert driver.run_capture("img:install", argv, {Path("/ctx"): "/mnt/ctx"}, "linux/amd64") == '{"PATH": "/x"}'
+    assert created["network_mode"] == "none" and container.removed

@@ -1023,6 +1023,34 @@ def test_ascend_apex_build_script(repos: dict[str, Path], tmp_path: Path, build_
     assert git(work / "apex", "rev-parse", "HEAD") == git(repos["nvidia-apex"], "rev-parse", "master")
 
 
+@pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1)")
+def test_apex_build_in_two_steps_builds_what_build_sh_builds(repos: dict[str, Path], tmp_path: Path,
+                                                             build_python: Path) -> None:  # fmt: skip
+    """images/pta: the patched tree in one stage (patch, no torch), the wheel in another (torch, setuptools)."""
+    script = str(Path(__file__).resolve().parents[1] / "images" / "pta" / "apex_build.py")
+    ascend, nvidia = _export(repos["apex"], tmp_path / "ascend"), _export(repos["nvidia-apex"], tmp_path / "nvidia")
+    work, dist = tmp_path / "work", tmp_path / "dist"
+    r = subprocess.run([sys.executable, script, "--tree", str(ascend), str(nvidia), str(work)], capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (work / "apex" / "optimizers" / "npu_fused_adam.py").is_file() and not dist.exists()
+    r = subprocess.run([str(build_python), script, "--wheel", str(ascend), str(work), str(dist)], capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "setup.py --cpp_ext bdist_wheel" in r.stdout  # build.sh's options at this commit
+    assert [p.name.split("-")[:2] for p in dist.iterdir()] == [["apex", "0.1_ascend"]]
+    usage = subprocess.run([sys.executable, script, "--tree", str(ascend)], capture_output=True, text=True)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: apex_build.py")
+
+
+def _export(repo: Path, dest: Path) -> Path:
+    """The tree of ``repo``'s HEAD, without .git (what the build context gets)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "HEAD"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def test_add_commit_moves_only_that_branch(tmp_path: Path, megatron_core: Path) -> None:
     repos = make_source_repos(tmp_path / "a", megatron_core)
     llm = repos["mindspeed-llm"]

@@ -383,7 +383,8 @@ def test_pta_builds_apex_with_the_options_its_commits_build_script_uses(
 
     _, files = files_for(m, "test", arch="x86_64")
     dockerfile = files["pta/Dockerfile"]
-    assert "python /mnt/apex_build.py /mnt/apex /mnt/nvidia-apex /dist" in dockerfile
+    assert "python /mnt/apex_build.py --tree /mnt/apex /mnt/nvidia-apex /tmp/apex" in dockerfile
+    assert "python /mnt/apex_build.py --wheel /mnt/apex /tmp/apex /dist" in dockerfile
     assert "--cpp_ext" not in dockerfile and "npu_float_status" not in dockerfile
     script = tmp_path / "apex_build.py"
     script.write_text(files["pta/apex_build.py"])

@@ -10,9 +10,14 @@ it checks out, apply ``patch/npu.patch`` (``patch -p1``), copy ``src/*`` and ``t
 run ``python setup.py <options> bdist_wheel``. The builder (ascend_stack.upstream) uses the same
 parser to check, before Docker runs, that the matrix pins the NVIDIA apex commit build.sh names.
 
-Usage (in the pta layer's apex-build stage, with the image's python; stdlib only):
-    apex_build.py ASCEND_APEX NVIDIA_APEX DIST      build the wheel into DIST
-    apex_build.py ASCEND_APEX --print               print what build.sh says, as JSON
+Usage (in the pta layer's builder stages, with the image's python; stdlib only):
+    apex_build.py ASCEND_APEX NVIDIA_APEX DIST              both steps below, in the working directory
+    apex_build.py --tree ASCEND_APEX NVIDIA_APEX WORK       the patched tree, in WORK (needs patch, not torch)
+    apex_build.py --wheel ASCEND_APEX WORK DIST             setup.py in the tree WORK, the wheel into DIST
+    apex_build.py ASCEND_APEX --print                       print what build.sh says, as JSON
+
+Two steps because only the second needs torch: the pta layer prepares the tree (with the ``patch``
+it installs for that) in a stage of its own, which BuildKit runs while torch installs.
 """
 
 from __future__ import annotations
@@ -58,9 +63,9 @@ def copy_tree(src: Path, dest: Path) -> None:
             shutil.copy2(entry, target, follow_symlinks=False)
 
 
-def build(ascend: Path, nvidia: Path, dist: Path, work: Path) -> list[str]:
-    """Assemble the patched tree in ``work`` and build the wheel into ``dist``; returns the setup.py argv."""
-    facts = read_build_script((ascend / "scripts" / "build.sh").read_text(encoding="utf-8"))
+def tree(ascend: Path, nvidia: Path, work: Path) -> None:
+    """build.sh's tree: NVIDIA apex, Ascend's patch applied, ``src/`` and ``tests/`` copied over it, in ``work``."""
+    read_build_script((ascend / "scripts" / "build.sh").read_text(encoding="utf-8"))  # one we can follow
     work.mkdir(parents=True, exist_ok=True)
     copy_tree(nvidia, work)
     with (ascend / "patch" / "npu.patch").open("rb") as patch:
@@ -69,10 +74,21 @@ def build(ascend: Path, nvidia: Path, dist: Path, work: Path) -> list[str]:
     if (ascend / "tests").is_dir():
         (work / "tests").mkdir(exist_ok=True)
         copy_tree(ascend / "tests", work / "tests")
+
+
+def wheel(ascend: Path, work: Path, dist: Path) -> list[str]:
+    """``setup.py <build.sh's options> bdist_wheel`` in the prepared tree ``work``; returns the argv."""
+    facts = read_build_script((ascend / "scripts" / "build.sh").read_text(encoding="utf-8"))
     argv = [sys.executable, "setup.py", *facts["setup_options"], "bdist_wheel", "--dist-dir", str(dist)]  # type: ignore[misc]
     print("apex_build: " + " ".join(shlex.quote(a) for a in argv[1:]) + " (options from scripts/build.sh)", flush=True)
     subprocess.run(argv, cwd=work, check=True)
     return argv
+
+
+def build(ascend: Path, nvidia: Path, dist: Path, work: Path) -> list[str]:
+    """Assemble the patched tree in ``work`` and build the wheel into ``dist``; returns the setup.py argv."""
+    tree(ascend, nvidia, work)
+    return wheel(ascend, work, dist)
 
 
 def main(argv: list[str]) -> int:
@@ -81,11 +97,18 @@ def main(argv: list[str]) -> int:
             facts = read_build_script((Path(argv[0]) / "scripts" / "build.sh").read_text(encoding="utf-8"))
             print(json.dumps(facts, sort_keys=True))
             return 0
-        if len(argv) != 3:
-            print("usage: apex_build.py ASCEND_APEX NVIDIA_APEX DIST | ASCEND_APEX --print", file=sys.stderr)
+        mode = argv[0] if argv and argv[0] in ("--tree", "--wheel") else None
+        paths = [Path(a) for a in argv[1:]] if mode else [Path(a) for a in argv]
+        if len(paths) != 3:
+            print("usage: apex_build.py ASCEND_APEX NVIDIA_APEX DIST | --tree ASCEND_APEX NVIDIA_APEX WORK"
+                  " | --wheel ASCEND_APEX WORK DIST | ASCEND_APEX --print", file=sys.stderr)  # fmt: skip
             return 2
-        ascend, nvidia, dist = (Path(a) for a in argv)
-        build(ascend, nvidia, dist, Path.cwd())
+        if mode == "--tree":
+            tree(*paths)
+        elif mode == "--wheel":
+            wheel(*paths)
+        else:
+            build(paths[0], paths[1], paths[2], Path.cwd())
     except (BuildScriptError, OSError) as exc:
         print(f"apex_build: {exc}", file=sys.stderr)
         return 1

@@ -250,11 +250,14 @@ def build(
     matrix_path: Path = DEFAULT_MATRIX,
     verbose: bool = False,
     bundle: Path | None = None,
+    record: str | None = None,
 ) -> list[LayerResult]:
     """``invoke build``: resolve, verify inputs, build what changed, print a summary.
 
     ``bundle``: a file of ``invoke bundle``, checked byte for byte and unpacked before anything else;
-    the build then reads only it (``--offline``, and no RUN step has a network).
+    the build then reads only it (``--offline``, and no RUN step has a network). ``record``: the
+    :func:`ascend_stack.plancache.key` of this command, under which a successful build records what it
+    read and the images it left, for the next identical command's no-op fast path.
     """
     from . import budgets
     from . import render as rendering
@@ -287,13 +290,71 @@ def build(
     builder = Builder(target, opts, None)
     prepared = builder.prepare()  # inputs are found and verified before the engine is even asked
     builder.driver = driver = _driver(opts.dry_run, verbose)
+    if record is not None:
+        from . import plancache
+
+        plancache.forget(record)  # a build that stops half-way leaves no record to replay
     results = builder.run(prepared)
-    built = sum(r.status == "built" for r in results)
-    print(f"{rendering.final_tag(target)}: {built} layer(s) built, {len(driver.builds)} docker build call(s)")
-    for r in results:
-        size = f"  {r.size.describe()}" if r.size else ""
-        print(f"  {r.name:<10} {r.status:<12} {r.content_tag}  {r.seconds:6.1f}s{size}")
+    print("\n".join(summary(rendering.final_tag(target), results, len(driver.builds))))
+    if record is not None and not opts.dry_run:
+        _record(record, target, opts, matrix_path, prepared, results, driver)
     return results
+
+
+def summary(final_tag: str, results: list[LayerResult], builds: int, replayed: bool = False) -> list[str]:
+    """What ``invoke build`` prints at the end; ``replayed``: as the same command will print it next time,
+    when nothing changed (every layer up to date, no docker build)."""
+    built = 0 if replayed else sum(r.status == "built" for r in results)
+    lines = [f"{final_tag}: {built} layer(s) built, {0 if replayed else builds} docker build call(s)"]
+    for r in results:
+        status = "up to date" if replayed and r.status == "built" else r.status
+        seconds = 0.0 if replayed else r.seconds
+        size = f"  {r.size.describe()}" if r.size else ""
+        lines.append(f"  {r.name:<10} {status:<12} {r.content_tag}  {seconds:6.1f}s{size}")
+    if replayed:
+        lines.append("  (nothing the last build read has changed and every tag is on its image; --no-cache checks all)")
+    return lines
+
+
+def _record(
+    key: str,
+    target: Target,
+    opts: BuildOptions,
+    matrix_path: Path,
+    prepared: tuple,
+    results: list[LayerResult],
+    driver: Driver,
+) -> None:
+    """Record what this build read (code, templates, matrix, budgets, locks, inputs, mirrors' refs, the
+    rendered build folder) and the tags it left, for :func:`ascend_stack.plancache.replay`."""
+    from . import budgets, plancache
+    from . import render as rendering
+
+    plan, files, resolved = prepared
+    dirs = opts.dirs
+    read: list[Path] = [matrix_path, matrix_path.parent / budgets.FILE, REPO / "tasks.py", REPO / "published.yaml"]
+    for code in (REPO / "src" / "ascend_stack", REPO / "images", REPO / "entrypoints", dirs.locks, dirs.python_locks):
+        read += plancache.tree(code)
+    for folder in (dirs.packages, dirs.sources, dirs.source_overrides, *dirs.wheelhouses):
+        if folder is not None:
+            read += [folder, *(folder.iterdir() if folder.is_dir() else ())]  # an input added or removed
+    for r in resolved:
+        read += plancache.git_refs(r.path) if r.kind == "git" else plancache.tree(r.path)
+    if dirs.hash_cache is not None:
+        read.append(dirs.hash_cache)
+    if opts.network.ca_cert is not None:
+        read.append(opts.network.ca_cert)
+    out_dir = opts.out_dir or rendering.default_out_dir(target, REPO / "build")
+    read += [out_dir / rel for rel in files]
+    # every tag the build left or found, on its image: another image under one of them is another build
+    images = {target.base_image: driver.image_id(target.base_image) or ""}
+    layers = {layer.name: layer for layer in plan.layers}
+    for r in results:
+        if r.image_id:
+            human = [layers[r.name].tag, *([plan.image] if r.name == "runtime" else [])]
+            images.update(dict.fromkeys([r.content_tag, *human], r.image_id))
+    lines = summary(rendering.final_tag(target), results, 0, replayed=True)
+    plancache.save(key, read, images, lines)
 
 
 def publish(

@@ -197,23 +197,30 @@ class Driver:
             return iidfile.read_text().strip()
 
     def run_capture(self, image: str, command: list[str], mounts: dict[Path, str], platform: str) -> str:
-        """Run a throw-away container and return its stdout (stderr joins the error on failure)."""
+        """Run a throw-away container and return its stdout (stderr joins the error on failure).
+
+        No network (what it runs reads only the image and its mounts; the engine's bridge is then not
+        needed), and the container is removed whatever happens: one left behind would pin the image.
+        """
         import docker.errors
 
         volumes = {str(src): {"bind": dst, "mode": "ro"} for src, dst in mounts.items()}
+        what = " ".join(command[:2])
         try:
-            out = self.docker.containers.run(
-                image,
-                command,
-                volumes=volumes,
-                remove=True,
-                stdout=True,
-                stderr=False,
-                platform=platform,
-                entrypoint=[],
+            container = self.docker.containers.create(
+                image, command, volumes=volumes, platform=platform, entrypoint=[], network_mode="none"
             )
-        except docker.errors.ContainerError as err:
-            raise BuildFailed(
-                f"{' '.join(command[:2])} failed in {image}: {err.stderr.decode(errors='replace').strip()}"
-            ) from None
-        return out.decode()
+        except docker.errors.APIError as err:
+            raise BuildFailed(f"{what} could not run in {image}: {err.explanation or err}") from None
+        try:
+            container.start()
+            status = container.wait()["StatusCode"]
+            if status != 0:
+                stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
+                raise BuildFailed(f"{what} failed in {image} (exit {status}): {stderr}")
+            return container.logs(stdout=True, stderr=False).decode()
+        except docker.errors.APIError as err:
+            raise BuildFailed(f"{what} could not run in {image}: {err.explanation or err}") from None
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
