@@ -238,6 +238,12 @@ def test_a_layers_wheelhouse_holds_only_what_its_lock_pins(tmp_path: Path) -> No
     assert locked_files([pta], [first, second]) == [first / torch, second / "Jinja2-3.1.6-py3-none-any.whl"]
     assert locked_files([base], [first, second]) == [second / "numpy-1.26.4.tar.gz"]  # six: another version
     assert locked_files(["# locked: no new packages in this layer\n"], [first, second]) == []
+    # pta's two sections pin setuptools twice (torch's, and apex-build's <=65.7.0): an offline build needs both
+    tools = ["setuptools-81.0.0-py3-none-any.whl", "setuptools-65.7.0-py3-none-any.whl"]
+    for name in tools:
+        (second / name).write_text(name)
+    both = locked_files([lock("setuptools==81.0.0"), lock("setuptools==65.7.0")], [first, second])
+    assert sorted(both) == sorted(second / name for name in tools)
 
 
 def test_context_paths_are_what_the_dockerfile_reads_from_its_context() -> None:

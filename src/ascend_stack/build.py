@@ -478,11 +478,11 @@ def locked_files(lock_texts: Iterable[str], wheelhouses: Iterable[Path]) -> list
 
     from .pylock import pins_of
 
-    wanted: dict[str, Specifier] = {}
+    wanted: dict[str, list[Specifier]] = {}  # a name may be pinned at two versions (pta's torch vs apex-build)
     for text in lock_texts:
         for name, version in pins_of(text).items():
             with contextlib.suppress(InvalidSpecifier):
-                wanted[name] = Specifier(f"=={version}")
+                wanted.setdefault(name, []).append(Specifier(f"=={version}"))
     found: dict[str, Path] = {}
     for house in wheelhouses:
         for f in sorted(house.iterdir()) if house.is_dir() else ():
@@ -497,8 +497,7 @@ def locked_files(lock_texts: Iterable[str], wheelhouses: Iterable[Path]) -> list
                     continue
             except (names.InvalidWheelFilename, names.InvalidSdistFilename, InvalidVersion):
                 continue
-            spec = wanted.get(names.canonicalize_name(name))
-            if spec is not None and spec.contains(version, prereleases=True):
+            if any(spec.contains(version, prereleases=True) for spec in wanted.get(names.canonicalize_name(name), ())):
                 found[f.name] = f
     return list(found.values())
 
