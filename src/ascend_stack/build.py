@@ -417,7 +417,7 @@ class Builder:
         dockerfile = folder / f"{layer.name}.Dockerfile"
         mounts = " ".join(f"--mount=type=bind,source={p},target=/mnt/context/{i}" for i, p in enumerate(paths))
         dockerfile.write_text(f"FROM {self.t.base_image}\nRUN {mounts} true\n")
-        req = BuildRequest(ctx, [], platform, dockerfile=dockerfile, network="none")
+        req = BuildRequest(ctx, [], platform, dockerfile=dockerfile, network="none", no_cache=self.opts.no_cache)
         try:
             image_id = self.driver.build(req, f"{layer.name}/prefetch")
         except UserError as err:
