@@ -61,6 +61,7 @@ from typing import Any
 
 import jinja2
 import yaml
+from docker.errors import DockerException
 
 from ascend_stack import render
 from ascend_stack.baseimage import build_base_image
@@ -76,6 +77,7 @@ from ascend_stack.driver import BuildFailed, BuildKitClient, BuildRequest, Drive
 from ascend_stack.errors import UserError
 from ascend_stack.inputs import InputDirs, ResolvedInputs, link_or_copy
 from ascend_stack.matrix import parse_matrix
+from ascend_stack.paths import one_line
 from ascend_stack.sources import export
 from ascend_stack.target import Target, resolve
 from ascend_stack.upstream import apex_build_facts
@@ -1242,12 +1244,13 @@ class SweepPoint:
     load: tuple[float, float]
 
 
-# What one sweep point needs on disk, per byte of installers (I): the stand-ins (I), their copies in
-# BuildKit's context store for ours and for naive (2 I), ours' installed CANN (I), naive's installed
-# CANN and its COPY layer (2 I); plus both images' other layers (torch, MindSpeed-LLM's requirements...).
-# BuildKit keeps the context copies and the exported layers in its build cache after the images go,
-# and this script never prunes it, so the points add up. An estimate: each point notes what the
-# build cache really grew by.
+# What one side of a sweep point needs on disk, per byte of installers (I), at its peak (naive's,
+# the larger): the stand-ins (I), their copy in BuildKit's context store (I), the COPY layer and the
+# installed CANN (2 I), and the image again in the temp folder of `docker save` (2 I: Docker 20.10
+# writes the export out before it streams it), plus the other layers (torch, MindSpeed-LLM's
+# requirements...). Each side's images go before the other side builds; BuildKit keeps the context
+# copies and exported layers in its build cache after the images go, so without --prune-cache the
+# points add up. An estimate: each side notes what the build cache really grew by.
 DISK_PER_INSTALLER_BYTE = 6
 DISK_PER_POINT = 6 * 10**9
 
@@ -1270,37 +1273,47 @@ def disk_check(run: Run, payloads: list[int]) -> None:
 
 
 def sweep(run: Run) -> list[SweepPoint]:
-    """Cold builds of both at each payload; each point's images are removed before the next (disk)."""
+    """Cold builds of both at each payload; each side's images go before the other builds (disk)."""
     disk_check(run, run.args.sweep)
     points = []
     for mb in run.args.sweep:
         root = run.root / f"sweep-{mb}"
-        cache_before = build_cache_bytes(run.docker)
         inp = prepare(run, root, mb, f"{run.args.seed}-{mb}")
         load_start = os.getloadavg()[0]
+        seconds, sizes, waste = {}, {}, {}
         with secret_files(inp.opts.network) as secrets_:
-            note(f"sweep {mb} MB: ours: cold build ...")
-            ours = build_ours(inp.target, replace(inp.opts, no_cache=True), run.client, run.docker, run.created)
-            naive = naive_build(run, inp, secrets_, f"cold-{mb}", f"naive/cold-{mb}", no_cache=True)
+            for side in ("ours", "naive"):
+                cache_before = build_cache_bytes(run.docker)
+                note(f"sweep {mb} MB: {side}: cold build ...")
+                if side == "ours":
+                    built = build_ours(inp.target, replace(inp.opts, no_cache=True), run.client, run.docker,
+                                       run.created)  # fmt: skip
+                else:
+                    built = naive_build(run, inp, secrets_, f"cold-{mb}", f"naive/cold-{mb}", no_cache=True)
+                seconds[side] = built.seconds
+                sizes[side] = run.docker.images.get(built.image_id).attrs["Size"]
+                waste[side] = waste_of(run, side, built.image_id)[0].wasted
+                free_side(run, f"sweep {mb} MB: {side}", cache_before, 3 * mb * MB)
         load = (load_start, os.getloadavg()[0])
-        sizes, waste = {}, {}
-        for side, image_id in (("ours", ours.image_id), ("naive", naive.image_id)):
-            sizes[side] = run.docker.images.get(image_id).attrs["Size"]
-            waste[side] = waste_of(run, side, image_id)[0].wasted
-        points.append(SweepPoint(mb, ours.seconds, naive.seconds, sizes, waste, load))
-        note(f"sweep {mb} MB: ours {fmt_secs(ours.seconds)} {fmt_bytes(sizes['ours'])}, "
-             f"naive {fmt_secs(naive.seconds)} {fmt_bytes(sizes['naive'])}")  # fmt: skip
+        points.append(SweepPoint(mb, seconds["ours"], seconds["naive"], sizes, waste, load))
+        note(f"sweep {mb} MB: ours {fmt_secs(seconds['ours'])} {fmt_bytes(sizes['ours'])}, "
+             f"naive {fmt_secs(seconds['naive'])} {fmt_bytes(sizes['naive'])}")  # fmt: skip
         if not run.args.keep:
-            remove_images(run)
             shutil.rmtree(root, ignore_errors=True)
-        cache_after = build_cache_bytes(run.docker)
-        if cache_before is not None and cache_after is not None:
-            note(f"sweep {mb} MB: BuildKit's build cache grew by {fmt_bytes(cache_after - cache_before)} "
-                 f"({fmt_bytes(3 * mb * MB)} of installers)")  # fmt: skip
-        if run.args.prune_cache:
-            note(f"sweep {mb} MB: --prune-cache: docker builder prune ...")
-            subprocess.run([run.client.path, "builder", "prune", "--force"], check=True, stdout=sys.stderr)
     return points
+
+
+def free_side(run: Run, what: str, cache_before: int | None, installers: int) -> None:
+    """Remove one side's images (unless --keep) and, with --prune-cache, BuildKit's cache, before the next build."""
+    if not run.args.keep:
+        remove_images(run)
+    cache_after = build_cache_bytes(run.docker)
+    if cache_before is not None and cache_after is not None:
+        note(f"{what}: BuildKit's build cache grew by {fmt_bytes(cache_after - cache_before)} "
+             f"({fmt_bytes(installers)} of installers)")  # fmt: skip
+    if run.args.prune_cache:
+        note(f"{what}: --prune-cache: docker builder prune ...")
+        subprocess.run([run.client.path, "builder", "prune", "--force"], check=True, stdout=sys.stderr)
 
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
@@ -1326,7 +1339,7 @@ def sweep_table(points: list[SweepPoint], client: BuildKitClient, seed: str) -> 
     loads = [x for p in points for x in p.load]
     caption = (
         f"**Payload sweep, one run** ({dt.date.today().isoformat()}, seed `{seed}`): the `{ROW}` row ({ARCH}) "
-        f"built cold (`--no-cache`, payload new to the run) by both approaches at each payload per stand-in "
+        f"built cold (`--no-cache`, payload new to the run) by both approaches in turn at each payload per stand-in "
         f"installer (toolkit, kernels and NNAL each carry it), BuildKit (docker {client.version}, "
         f"{machine()}). Host load average (1 min) {min(loads):.1f} to {max(loads):.1f} over the builds."
     )
@@ -1449,6 +1462,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (BenchError, BuildFailed, UserError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except DockerException as err:  # e.g. the engine's disk filled during docker save
+        print(f"error: the Docker engine failed mid-run: {one_line(str(err))} (if out of disk: "
+              "`docker system df`, free space, run again)", file=sys.stderr)  # fmt: skip
         return 1
     finally:
         cleanup(run)
