@@ -246,6 +246,53 @@ def test_a_layers_wheelhouse_holds_only_what_its_lock_pins(tmp_path: Path) -> No
     assert sorted(both) == sorted(second / name for name in tools)
 
 
+def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: Path, monkeypatch) -> None:
+    """Online, the locked wheels of the layers after the one building are fetched meanwhile and land in
+    the next layer's context; offline nothing is fetched; a failed fetch is a note, not a failed build."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ascend_stack import pylock
+    from ascend_stack.build import Builder
+    from ascend_stack.inputs import InputDirs, ResolvedInputs
+    from ascend_stack.lock import Lock
+
+    target = resolve(load_matrix(REPO / "matrix.yaml"), "test", arch="x86_64")
+    lock = pylock.PyLock.load(pylock.lock_path(target))
+    assert lock is not None
+    name, version = next(iter(pylock.pins_of(lock.sections["mindspeed"]).items()))
+    wheel = f"{name}-{version}-py3-none-any.whl"
+    calls: list[object] = []
+
+    def download(t, lock_, house: Path, *, sections=None, **_: object) -> int:
+        calls.append(sections)
+        if isinstance(fail, Exception):
+            raise fail
+        house.mkdir(parents=True, exist_ok=True)
+        (house / wheel).write_text("a locked wheel")
+        return 1
+
+    monkeypatch.setattr(pylock, "download_wheels", download)
+    _, files = render.plan(target, {}, lock)
+    mindspeed = next(layer for layer in render.plan(target, {}, lock)[0].layers if layer.name == "mindspeed")
+    for fail, offline in ((None, False), (None, True), (UserError("pip download of the pta section failed"), False)):
+        root = tmp_path / f"{offline}-{fail is not None}"
+        logs: list[str] = []
+        dirs = InputDirs.under(root)
+        builder = Builder(target, BuildOptions(dirs=dirs, network=NetworkOptions(offline=offline)), None, logs.append)
+        calls.clear()
+        with ThreadPoolExecutor(1) as pool:
+            builder._wheels = builder._wheels_ahead(pool, "base", ["cann", "pta", "mindspeed", "runtime"])
+            (root / "ctx").mkdir(parents=True)
+            builder._assemble(mindspeed, root / "ctx", ResolvedInputs({}, Lock.load("test", dirs.locks)), files)
+        got = (root / "ctx" / "wheelhouse" / wheel).exists()
+        if offline:
+            assert (calls, got) == ([], False)
+        elif fail:
+            assert not got and any("ahead failed (pip download of the pta section failed)" in line for line in logs)
+        else:
+            assert calls == [["pta", "apex-build", "mindspeed", "runtime"]] and got, logs
+
+
 def test_context_paths_are_what_the_dockerfile_reads_from_its_context() -> None:
     from ascend_stack.build import context_paths
 

@@ -504,11 +504,13 @@ def download_wheels(
     index_url: str | None = None,
     ca_cert: Path | None = None,
     report: Callable[[str], None] = lambda _: None,
+    sections: Sequence[str] | None = None,
 ) -> int:
     """Download exactly the locked files for the target platform into ``wheelhouse`` (pip checks each hash).
 
     A package with no wheel for the target comes as its locked sdist: pip builds it while the layer
-    installs it (its sha256 is still checked first). Returns how many files the wheelhouse got.
+    installs it (its sha256 is still checked first). ``sections``: only these (default: all).
+    Returns how many files the wheelhouse got.
     """
     from .wheels import WheelTarget
 
@@ -518,6 +520,8 @@ def download_wheels(
     houses = [wheelhouse, *find_links]
     with tempfile.TemporaryDirectory(prefix="ascend-wheels-") as tmp:
         for name, text in lock.sections.items():
+            if sections is not None and name not in sections:
+                continue
             todo = [(pkg, ver) for pkg, ver in pins_of(text).items() if locked_file(pkg, ver, target, houses) is None]
             if not todo:
                 continue
