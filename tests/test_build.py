@@ -260,7 +260,7 @@ def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: P
     lock = pylock.PyLock.load(pylock.lock_path(target))
     assert lock is not None
     name, version = next(iter(pylock.pins_of(lock.sections["mindspeed"]).items()))
-    wheel = f"{name}-{version}-py3-none-any.whl"
+    wheel = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
     calls: list[object] = []
 
     def download(t, lock_, house: Path, *, sections=None, **_: object) -> int:
@@ -285,12 +285,16 @@ def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: P
             (root / "ctx").mkdir(parents=True)
             builder._assemble(mindspeed, root / "ctx", ResolvedInputs({}, Lock.load("test", dirs.locks)), files)
         got = (root / "ctx" / "wheelhouse" / wheel).exists()
+        # the locked packages whose wheel is in the context: installed first, with --no-index
+        local = (root / "ctx" / "wheelhouse" / "requirements.lock.local").read_text()
         if offline:
-            assert (calls, got) == ([], False)
+            assert (calls, got, local) == ([], False, "")
         elif fail:
             assert not got and any("ahead failed (pip download of the pta section failed)" in line for line in logs)
         else:
             assert calls == [["pta", "apex-build", "mindspeed", "runtime"]] and got, logs
+            assert local.startswith(f"{name}=={version} ") and "--hash=sha256:" in local
+            assert local.count("==") == 1, "only the package whose wheel is local"
 
 
 def test_context_paths_are_what_the_dockerfile_reads_from_its_context() -> None:

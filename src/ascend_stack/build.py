@@ -427,11 +427,19 @@ class Builder:
         if "wheelhouse" in layer.mounts:
             if self._wheels is not None:
                 self._wheels.result()  # the head start of _wheels_ahead, done before the files are picked
+            from .pylock import local_part
+            from .wheels import WheelTarget
+
             wheels = ctx / "wheelhouse"
             wheels.mkdir(exist_ok=True)
-            locks = [text for rel, text in files.items() if rel.startswith(f"{layer.name}/") and rel.endswith(".lock")]
-            for f in locked_files(locks, self.opts.dirs.wheelhouses):
+            locks = {
+                rel: text for rel, text in files.items() if rel.startswith(f"{layer.name}/") and rel.endswith(".lock")
+            }
+            for f in locked_files(locks.values(), self.opts.dirs.wheelhouses):
                 link_or_copy(f, wheels / f.name)
+            target = WheelTarget(self.t.python, self.t.arch, self.t.os.glibc_version)
+            for rel, text in locks.items():  # what pip_locked installs from the context first
+                (wheels / f"{Path(rel).name}.local").write_text(local_part(text, target, wheels))
         resolved.place(layer.name, ctx)
         if "entrypoints" in layer.mounts:
             build_entrypoints_wheel(ctx / "entrypoints")

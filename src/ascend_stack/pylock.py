@@ -484,6 +484,22 @@ def locked_file(name: str, version: str, target: object, wheelhouses: Sequence[P
     return None
 
 
+def local_part(text: str, target: object, wheelhouse: Path) -> str:
+    """The blocks of a lock section whose wheel for the target is in ``wheelhouse``, hashes and all.
+
+    A layer installs them first with ``--no-index`` (images/macros.j2 pip_locked): given a local
+    wheel and the index's copy of the same file, pip takes the index's. A local sdist is left to the
+    locked install, which can fetch its build requirements.
+    """
+    blocks = _blocks(text)
+    keep = []
+    for name, version in pins_of(text).items():
+        found = locked_file(name, version, target, [wheelhouse])
+        if found is not None and found.name.endswith(".whl") and name in blocks:
+            keep.append(blocks[name])
+    return "\n".join(keep) + "\n" if keep else ""
+
+
 def missing_files(lock: PyLock, sections_needed: Sequence[str], target: object,
                   wheelhouses: Sequence[Path]) -> list[str]:  # fmt: skip
     """``name==version`` of every locked package of ``sections_needed`` with no file in the wheelhouses."""
