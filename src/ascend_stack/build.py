@@ -410,7 +410,7 @@ class Builder:
             try:
                 got = pylock.download_wheels(
                     self.t, lock, self.opts.dirs.wheelhouse, find_links=self.opts.dirs.extra_wheelhouses,
-                    index_url=net.pip_index_url, ca_cert=net.ca_cert, sections=sections,
+                    index_url=net.pip_index_url, ca_cert=net.ca_cert, sections=sections, background=True,
                 )  # fmt: skip
             except (UserError, OSError) as err:
                 self.log(f"note: fetching the wheels of {', '.join(later)} ahead failed ({err}); "

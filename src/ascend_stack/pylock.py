@@ -521,12 +521,14 @@ def download_wheels(
     ca_cert: Path | None = None,
     report: Callable[[str], None] = lambda _: None,
     sections: Sequence[str] | None = None,
+    background: bool = False,
 ) -> int:
     """Download exactly the locked files for the target platform into ``wheelhouse`` (pip checks each hash).
 
     A package with no wheel for the target comes as its locked sdist: pip builds it while the layer
     installs it (its sha256 is still checked first). ``sections``: only these (default: all).
-    Returns how many files the wheelhouse got.
+    ``background``: pip runs at a lower CPU priority (a build is running meanwhile). Returns how
+    many files the wheelhouse got.
     """
     from .wheels import WheelTarget
 
@@ -561,7 +563,8 @@ def download_wheels(
             if ca_cert:
                 cmd += ["--cert", str(ca_cert)]
             report(f"fetching {len(todo)} locked file(s) of the {name} section for {target.describe()}")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            nice = ["nice", "-n", "10"] if background and shutil.which("nice") else []
+            proc = subprocess.run([*nice, *cmd], capture_output=True, text=True)
             if proc.returncode != 0:
                 lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
                 raise UserError(f"pip download of the {name} section failed: {lines[-1] if lines else 'pip failed'}")
