@@ -140,3 +140,30 @@ def test_a_built_wheel_is_installed_by_its_own_hash_beside_the_sdists(tmp_path: 
     text = sdists.with_built_wheels(lock, [house]).sections["mindspeed"]
     assert f"--hash=sha256:{SDIST_HASH} \\\n    --hash=sha256:{'c' * 64}\n    # via" in text
     assert text.count("--hash=") == 3 and lock.sections["mindspeed"] == LOCK_TEXT
+
+
+def test_an_sdist_is_built_with_the_users_wheelhouses_too_and_a_failure_names_pips_error(tmp_path: Path) -> None:
+    """`invoke fetch --wheels` counts a setuptools wheel in a --wheelhouse dir as local, so the
+    sdist build must see that dir; pip's own ERROR line (not its closing note) is the message."""
+    sdist, house, extra = tmp_path / "word2number-1.1.zip", tmp_path / "wheelhouse", tmp_path / "user-wheels"
+    sdist.write_bytes(b"an sdist")
+    house.mkdir()
+    extra.mkdir()
+    argv = tmp_path / "argv"
+    docker = tmp_path / "docker"
+    docker.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > {argv}\n'
+        'echo "ERROR: Could not find a version that satisfies the requirement setuptools>=40.8.0" >&2\n'
+        'echo "note: This error originates from a subprocess, and is likely not a problem with pip." >&2\n'
+        "exit 1\n"
+    )
+    docker.chmod(0o755)
+    with pytest.raises(UserError) as info:
+        sdists.build_wheels([sdist], house, "base:x", "linux/amd64", docker=str(docker), find_links=[extra])
+    assert str(info.value).endswith("failed in base:x: ERROR: Could not find a version that satisfies the "
+                                    "requirement setuptools>=40.8.0")  # fmt: skip
+    args = argv.read_text().splitlines()
+    assert f"{extra.resolve()}:/mnt/find-links/0:ro" in args
+    links = [args[i + 1] for i, a in enumerate(args) if a == "--find-links"]
+    assert links == ["/mnt/wheelhouse", "/mnt/find-links/0"]

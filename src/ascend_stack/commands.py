@@ -441,7 +441,16 @@ def fetch(
         if todo:  # built in the target's own base layer: its Python, glibc and architecture
             net = NetworkOptions(ca_cert=ca_cert, pip_index_url=index_url, apt_mirror=apt_mirror)
             [base] = Builder(target, BuildOptions(dirs=dirs, network=net, until="base"), _driver(False, False)).run()
-            got += len(sdists.build_wheels(todo, dirs.wheelhouse, base.content_tag, target.platform, report=print))
+            got += len(
+                sdists.build_wheels(
+                    todo,
+                    dirs.wheelhouse,
+                    base.content_tag,
+                    target.platform,
+                    report=print,
+                    find_links=dirs.extra_wheelhouses,
+                )
+            )
         print(f"wheelhouse {dirs.wheelhouse}: {got} new file(s); every package of {lock.path.name} is local")
     return Fetched(target, resolved, lock)
 

@@ -93,8 +93,13 @@ def build_wheels(
     *,
     docker: str = "docker",
     report: Callable[[str], None] = lambda _: None,
+    find_links: Sequence[Path] = (),
 ) -> list[str]:
-    """Build ``sdists`` into wheels in a container of ``image`` (``--network none``); record them."""
+    """Build ``sdists`` into wheels in a container of ``image`` (``--network none``); record them.
+
+    The build backend (setuptools) comes from ``wheelhouse`` or ``find_links`` (the user's
+    ``--wheelhouse`` dirs), wherever `invoke fetch --wheels` found its locked file.
+    """
     if not sdists:
         return []
     names = ", ".join(p.name for p in sdists)
@@ -106,20 +111,26 @@ def build_wheels(
         mounts = ["-v", f"{wheelhouse.resolve()}:/mnt/wheelhouse:ro", "-v", f"{out}:/mnt/out"]
         for i, sdist in enumerate(sdists):  # an sdist may live in a --wheelhouse of the user's
             mounts += ["-v", f"{sdist.resolve()}:/mnt/sdists/{i}/{sdist.name}:ro"]
+        links = ["--find-links", "/mnt/wheelhouse"]
+        for i, folder in enumerate(f for f in find_links if f.is_dir()):
+            mounts += ["-v", f"{folder.resolve()}:/mnt/find-links/{i}:ro"]
+            links += ["--find-links", f"/mnt/find-links/{i}"]
         cmd = [
             docker, "run", "--rm", "--network", "none", "--platform", platform,
             "--user", f"{os.getuid()}:{os.getgid()}",
             "-e", "HOME=/tmp", "-e", f"SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}", "-e", "PIP_CONFIG_FILE=/dev/null",
             *mounts, "--entrypoint", "python", image,
             # --use-pep517: the build backend (setuptools, wheel) comes from the hashed wheelhouse, not the venv
-            "-m", "pip", "wheel", "--use-pep517", "--no-deps", "--no-index", "--find-links", "/mnt/wheelhouse",
+            "-m", "pip", "wheel", "--use-pep517", "--no-deps", "--no-index", *links,
             "--no-cache-dir", "--disable-pip-version-check", "--wheel-dir", "/mnt/out",
             *[f"/mnt/sdists/{i}/{s.name}" for i, s in enumerate(sdists)],
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-            raise UserError(f"building {names} into wheels failed in {image}: {lines[-1] if lines else 'pip failed'}")
+            errors = [ln for ln in lines if ln.startswith("ERROR:")]  # pip's last line is a generic note
+            why = (errors or lines or ["pip failed"])[-1]
+            raise UserError(f"building {names} into wheels failed in {image}: {why}")
         by_name = {_dist(w): w for w in out.glob("*.whl")}
         for sdist in sdists:
             wheel = by_name.get(_dist(sdist))
