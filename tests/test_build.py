@@ -247,8 +247,8 @@ def test_a_layers_wheelhouse_holds_only_what_its_lock_pins(tmp_path: Path) -> No
 
 
 def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: Path, monkeypatch) -> None:
-    """Online, the locked wheels of the layers after the one building are fetched meanwhile and land in
-    the next layer's context; offline nothing is fetched; a failed fetch is a note, not a failed build."""
+    """Online, the locked wheels of the layer two on are fetched while one builds and land in its
+    context; offline nothing is fetched; a failed fetch is a note, not a failed build."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ascend_stack import pylock
@@ -274,14 +274,18 @@ def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: P
     monkeypatch.setattr(pylock, "download_wheels", download)
     _, files = render.plan(target, {}, lock)
     mindspeed = next(layer for layer in render.plan(target, {}, lock)[0].layers if layer.name == "mindspeed")
-    for fail, offline in ((None, False), (None, True), (UserError("pip download of the pta section failed"), False)):
+    for fail, offline in (
+        (None, False),
+        (None, True),
+        (UserError("pip download of the mindspeed section failed"), False),
+    ):
         root = tmp_path / f"{offline}-{fail is not None}"
         logs: list[str] = []
         dirs = InputDirs.under(root)
         builder = Builder(target, BuildOptions(dirs=dirs, network=NetworkOptions(offline=offline)), None, logs.append)
         calls.clear()
         with ThreadPoolExecutor(1) as pool:
-            builder._wheels = builder._wheels_ahead(pool, "base", ["cann", "pta", "mindspeed", "runtime"])
+            builder._wheels["mindspeed"] = builder._wheels_ahead(pool, "cann", "mindspeed")
             (root / "ctx").mkdir(parents=True)
             builder._assemble(mindspeed, root / "ctx", ResolvedInputs({}, Lock.load("test", dirs.locks)), files)
         got = (root / "ctx" / "wheelhouse" / wheel).exists()
@@ -290,9 +294,11 @@ def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: P
         if offline:
             assert (calls, got, local) == ([], False, "")
         elif fail:
-            assert not got and any("ahead failed (pip download of the pta section failed)" in line for line in logs)
+            assert not got and any(
+                "ahead failed (pip download of the mindspeed section failed)" in line for line in logs
+            )
         else:
-            assert calls == [["pta", "apex-build", "mindspeed", "runtime"]] and got, logs
+            assert calls == [["mindspeed", "runtime"]] and got, logs
             assert local.startswith(f"{name}=={version} ") and "--hash=sha256:" in local
             assert local.count("==") == 1, "only the package whose wheel is local"
 
