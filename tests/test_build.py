@@ -246,11 +246,10 @@ def test_a_layers_wheelhouse_holds_only_what_its_lock_pins(tmp_path: Path) -> No
     assert sorted(both) == sorted(second / name for name in tools)
 
 
-def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: Path, monkeypatch) -> None:
-    """Online, the locked wheels of the layer two on are fetched while one builds and land in its
-    context; offline nothing is fetched; a failed fetch is a note, not a failed build."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_the_locked_wheels_a_context_holds_are_listed_for_the_no_index_install(tmp_path: Path) -> None:
+    """pip takes the index's copy of a file over the wheelhouse's when both carry the hash, so a
+    layer installs what its context holds first, with --no-index: each lock's ``.local`` lists
+    exactly the locked packages whose wheel (not sdist) is in the context, with their hashes."""
     from ascend_stack import pylock
     from ascend_stack.build import Builder
     from ascend_stack.inputs import InputDirs, ResolvedInputs
@@ -259,48 +258,24 @@ def test_the_later_layers_wheels_download_while_the_first_one_builds(tmp_path: P
     target = resolve(load_matrix(REPO / "matrix.yaml"), "test", arch="x86_64")
     lock = pylock.PyLock.load(pylock.lock_path(target))
     assert lock is not None
-    name, version = next(iter(pylock.pins_of(lock.sections["mindspeed"]).items()))
-    wheel = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
-    calls: list[object] = []
-
-    def download(t, lock_, house: Path, *, sections=None, **_: object) -> int:
-        calls.append(sections)
-        if isinstance(fail, Exception):
-            raise fail
-        house.mkdir(parents=True, exist_ok=True)
-        (house / wheel).write_text("a locked wheel")
-        return 1
-
-    monkeypatch.setattr(pylock, "download_wheels", download)
-    _, files = render.plan(target, {}, lock)
-    mindspeed = next(layer for layer in render.plan(target, {}, lock)[0].layers if layer.name == "mindspeed")
-    for fail, offline in (
-        (None, False),
-        (None, True),
-        (UserError("pip download of the mindspeed section failed"), False),
-    ):
-        root = tmp_path / f"{offline}-{fail is not None}"
-        logs: list[str] = []
-        dirs = InputDirs.under(root)
-        builder = Builder(target, BuildOptions(dirs=dirs, network=NetworkOptions(offline=offline)), None, logs.append)
-        calls.clear()
-        with ThreadPoolExecutor(1) as pool:
-            builder._wheels["mindspeed"] = builder._wheels_ahead(pool, "cann", "mindspeed")
-            (root / "ctx").mkdir(parents=True)
-            builder._assemble(mindspeed, root / "ctx", ResolvedInputs({}, Lock.load("test", dirs.locks)), files)
-        got = (root / "ctx" / "wheelhouse" / wheel).exists()
-        # the locked packages whose wheel is in the context: installed first, with --no-index
-        local = (root / "ctx" / "wheelhouse" / "requirements.lock.local").read_text()
-        if offline:
-            assert (calls, got, local) == ([], False, "")
-        elif fail:
-            assert not got and any(
-                "ahead failed (pip download of the mindspeed section failed)" in line for line in logs
-            )
-        else:
-            assert calls == [["mindspeed", "runtime"]] and got, logs
-            assert local.startswith(f"{name}=={version} ") and "--hash=sha256:" in local
-            assert local.count("==") == 1, "only the package whose wheel is local"
+    (name, version), (other, other_version) = list(pylock.pins_of(lock.sections["mindspeed"]).items())[:2]
+    dirs = InputDirs.under(tmp_path)
+    dirs.wheelhouse.mkdir()
+    (dirs.wheelhouse / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_text("a locked wheel")
+    (dirs.wheelhouse / f"{other.replace('-', '_')}-{other_version}.tar.gz").write_text("a locked sdist")
+    plan, files = render.plan(target, {}, lock)
+    mindspeed = next(layer for layer in plan.layers if layer.name == "mindspeed")
+    (tmp_path / "ctx").mkdir()
+    Builder(target, BuildOptions(dirs=dirs), None)._assemble(
+        mindspeed, tmp_path / "ctx", ResolvedInputs({}, Lock.load("test", dirs.locks)), files
+    )
+    local = (tmp_path / "ctx" / "wheelhouse" / "requirements.lock.local").read_text()
+    assert local.startswith(f"{name}=={version} ") and "--hash=sha256:" in local
+    assert local.count("==") == 1, "the sdist is left to the locked install"
+    assert (tmp_path / "ctx" / "wheelhouse" / "runtime.lock.local").read_text() == ""
+    rendered = files["mindspeed/Dockerfile"]
+    assert "--no-index --no-deps --find-links /mnt/wheelhouse" in rendered
+    assert "-r /mnt/wheelhouse/requirements.lock.local" in rendered
 
 
 def test_context_paths_are_what_the_dockerfile_reads_from_its_context() -> None:

@@ -202,7 +202,6 @@ class Builder:
         self.opts = opts
         self.driver = driver
         self.log = log
-        self._wheels: dict[str, Future[None]] = {}  # run(): a later layer's wheels, downloading
 
     def prepare(self) -> tuple[BuildPlan, dict[str, str], ResolvedInputs]:
         """Render, then find and verify every input: a bad or missing one stops us before Docker."""
@@ -294,12 +293,7 @@ class Builder:
             "org.opencontainers.image.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **({"org.opencontainers.image.revision": rev} if (rev := _git_revision()) else {}),
         }
-        self._wheels = {}
-        with (
-            secret_files(self.opts.network) as secrets,
-            ThreadPoolExecutor(1, "ascend-prefetch") as pool,
-            ThreadPoolExecutor(1, "ascend-wheels") as fetcher,
-        ):
+        with secret_files(self.opts.network) as secrets, ThreadPoolExecutor(1, "ascend-prefetch") as pool:
             prefetched: dict[str, Future[None]] = {}
             for i, layer in enumerate(plan.layers):
                 digests = resolved.digests(layer.name)
@@ -331,10 +325,6 @@ class Builder:
                             ready.result()  # assembled while the layer before it built
                         else:
                             self._assemble(layer, ctx, resolved, files)
-                        # The layer after the next one is built too: its wheels download while this one builds.
-                        names = [x.name for x in plan.layers]
-                        if i + 2 <= names.index(last) and names[i + 2] not in self._wheels:
-                            self._wheels[names[i + 2]] = self._wheels_ahead(fetcher, layer.name, names[i + 2])
                         # This layer gets a new image, so the next one is built too: get its context ready now.
                         nxt = plan.layers[i + 1] if layer.name != last and i + 1 < len(plan.layers) else None
                         if nxt is not None and nxt.name in selected:
@@ -390,46 +380,9 @@ class Builder:
             no_cache=self.opts.no_cache,
         )
 
-    def _wheels_ahead(self, pool: ThreadPoolExecutor, now: str, later: str) -> Future[None]:
-        """Download layer ``later``'s locked wheels into the wheelhouse while ``now`` builds.
-
-        Its pip steps then find the files in its context instead of downloading them on the chain's
-        critical path (the mindspeed layer's requirements: ~10 s of its ~40 s in the test row).
-        ``later`` is two layers on: the next layer's context is being assembled already, and a
-        download overlapping the base layer's apt step slows that step more than it saves. Online
-        only, and only a head start: the steps check the same hashes and download what is still
-        missing if this fails.
-        """
-        from . import pylock
-
-        net = self.opts.network
-        lock = None if net.offline else pylock.PyLock.load(pylock.lock_path(self.t, self.opts.dirs.python_locks))
-        sections = lock_sections(lock, [later]) if lock else []
-
-        def fetch() -> None:
-            if not sections:
-                return
-            started = time.monotonic()
-            try:
-                got = pylock.download_wheels(
-                    self.t, lock, self.opts.dirs.wheelhouse, find_links=self.opts.dirs.extra_wheelhouses,
-                    index_url=net.pip_index_url, ca_cert=net.ca_cert, sections=sections, background=True,
-                )  # fmt: skip
-            except (UserError, OSError) as err:
-                self.log(f"note: fetching the wheels of {later} ahead failed ({err}); "
-                         "their builds fetch them")  # fmt: skip
-                return
-            if got:
-                self.log(f"fetched {got} locked file(s) for {later} while {now} built "
-                         f"({time.monotonic() - started:.1f} s)")  # fmt: skip
-
-        return pool.submit(fetch)
-
     def _assemble(self, layer: Layer, ctx: Path, resolved: ResolvedInputs, files: dict[str, str]) -> None:
         """Complete a layer's build context: the folders its Dockerfile mounts, then its inputs."""
         if "wheelhouse" in layer.mounts:
-            if (ahead := self._wheels.get(layer.name)) is not None:
-                ahead.result()  # the head start of _wheels_ahead, done before the files are picked
             from .pylock import local_part
             from .wheels import WheelTarget
 

@@ -520,15 +520,11 @@ def download_wheels(
     index_url: str | None = None,
     ca_cert: Path | None = None,
     report: Callable[[str], None] = lambda _: None,
-    sections: Sequence[str] | None = None,
-    background: bool = False,
 ) -> int:
     """Download exactly the locked files for the target platform into ``wheelhouse`` (pip checks each hash).
 
     A package with no wheel for the target comes as its locked sdist: pip builds it while the layer
-    installs it (its sha256 is still checked first). ``sections``: only these (default: all).
-    ``background``: pip runs at a lower CPU priority (a build is running meanwhile). Returns how
-    many files the wheelhouse got.
+    installs it (its sha256 is still checked first). Returns how many files the wheelhouse got.
     """
     from .wheels import WheelTarget
 
@@ -538,8 +534,6 @@ def download_wheels(
     houses = [wheelhouse, *find_links]
     with tempfile.TemporaryDirectory(prefix="ascend-wheels-") as tmp:
         for name, text in lock.sections.items():
-            if sections is not None and name not in sections:
-                continue
             todo = [(pkg, ver) for pkg, ver in pins_of(text).items() if locked_file(pkg, ver, target, houses) is None]
             if not todo:
                 continue
@@ -563,8 +557,7 @@ def download_wheels(
             if ca_cert:
                 cmd += ["--cert", str(ca_cert)]
             report(f"fetching {len(todo)} locked file(s) of the {name} section for {target.describe()}")
-            nice = ["nice", "-n", "10"] if background and shutil.which("nice") else []
-            proc = subprocess.run([*nice, *cmd], capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
                 raise UserError(f"pip download of the {name} section failed: {lines[-1] if lines else 'pip failed'}")
