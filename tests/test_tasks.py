@@ -148,8 +148,13 @@ def test_stopping_a_download_is_one_line_and_keeps_nothing_half_written(tmp_path
     env = {**os.environ, "no_proxy": "127.0.0.1", "NO_PROXY": "127.0.0.1"}
     argv = ["fetch", "--cann", "8.1.RC1", "--arch", "x86_64", "--matrix", str(matrix), "--packages", str(packages),
             "--lock-dir", str(tmp_path / "locks"), "--sources", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", *argv], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    # Started as a background job of a script is: SIGINT ignored, inherited through exec (the handler must not rely
+    # on Python's default KeyboardInterrupt, which Python installs only for an inherited default disposition).
+    ignored = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.executable, sys.argv[1:])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", ignored, sys.executable, "-m", "invoke", *argv], cwd=REPO, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         assert server.sending.wait(60), "the download never started"
         proc.send_signal(sig)

@@ -24,15 +24,21 @@ class Stopped(BaseException):
 
 @contextlib.contextmanager
 def stoppable() -> Iterator[None]:
-    """Turn SIGTERM and Ctrl-C into :class:`Stopped` while the body runs (outputs are atomic, downloads resume)."""
+    """Turn SIGTERM and Ctrl-C into :class:`Stopped` while the body runs (outputs are atomic, downloads resume).
+
+    SIGINT gets its handler explicitly, as the stage runner's does: a process started in the
+    background of a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt for it, so `kill -INT` (a scheduler's, a script's) would do nothing.
+    """
 
     def stop(signum: int, frame: object) -> None:
         raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     except KeyboardInterrupt:
         raise Stopped(signal.SIGINT) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
