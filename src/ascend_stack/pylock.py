@@ -484,6 +484,13 @@ def locked_file(name: str, version: str, target: object, wheelhouses: Sequence[P
     return None
 
 
+def pip_error(output: str) -> str:
+    """The line of pip's output that says what failed: its last ``ERROR:`` line (pip often ends with a
+    generic note after it), else its last line."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return ([ln for ln in lines if ln.startswith("ERROR:")] or lines or ["pip failed"])[-1]
+
+
 def local_part(text: str, target: object, wheelhouse: Path) -> str:
     """The blocks of a lock section whose wheel for the target is in ``wheelhouse``, hashes and all.
 
@@ -559,6 +566,5 @@ def download_wheels(
             report(f"fetching {len(todo)} locked file(s) of the {name} section for {target.describe()}")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-                raise UserError(f"pip download of the {name} section failed: {lines[-1] if lines else 'pip failed'}")
+                raise UserError(f"pip download of the {name} section failed: {pip_error(proc.stderr or proc.stdout)}")
     return len(set(wheelhouse.iterdir()) - before)

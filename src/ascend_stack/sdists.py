@@ -127,10 +127,9 @@ def build_wheels(
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-            errors = [ln for ln in lines if ln.startswith("ERROR:")]  # pip's last line is a generic note
-            why = (errors or lines or ["pip failed"])[-1]
-            raise UserError(f"building {names} into wheels failed in {image}: {why}")
+            from .pylock import pip_error
+
+            raise UserError(f"building {names} into wheels failed in {image}: {pip_error(proc.stderr or proc.stdout)}")
         by_name = {_dist(w): w for w in out.glob("*.whl")}
         for sdist in sdists:
             wheel = by_name.get(_dist(sdist))
